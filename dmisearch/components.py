@@ -1,0 +1,286 @@
+"""The four kinds of components and the small contracts they carry.
+
+A component is a class with a stable ``name`` whose hyperparameters are constructor keywords
+with defaults, stored as attributes of the same name (scikit-learn's convention; a
+``@dataclass(kw_only=True)`` gives exactly that). ``__init__`` does nothing else, so a
+component can be introspected, recorded on a trial, and rebuilt from its parameters.
+
+Each kind adds as few abstract methods as its job allows:
+
+=============== ===================================== ===========================================
+kind            must implement                         may declare
+=============== ===================================== ===========================================
+DataGenerator   ``describe()``, ``sample()``           ``space`` (unused: data is fixed per study)
+Transform       ``apply()``                            ``check_input()``
+Architecture    ``build()``                            ``spatial_dims``, ``provides``,
+                                                       ``check_input()``
+Algorithm       ``fit_predict()``                      ``requires``, ``tasks``
+=============== ===================================== ===========================================
+
+Every kind may declare ``space`` (the default search space of its hyperparameters, as Optuna
+distributions keyed by parameter name) and override ``check()`` (raise ``ValueError`` naming
+the parameter when a value is invalid). Capabilities are plain class attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from optuna.distributions import BaseDistribution
+
+if TYPE_CHECKING:  # torch is imported by the components themselves, not at dmisearch import
+    import torch
+
+Task = Literal["regression", "classification"]
+TASKS: tuple[Task, ...] = ("regression", "classification")
+
+#: Constructor keywords no component may use: the study file reserves them.
+RESERVED_PARAMS = frozenset({"name", "transforms"})
+
+
+class Component(ABC):
+    """Base of every component: a stable name, keyword hyperparameters and a search space."""
+
+    #: Stable name used in study files, on trials and in ``dmisearch plugins``.
+    name: ClassVar[str]
+    #: One of ``data``, ``transform``, ``architecture``, ``algorithm``; set by each base class.
+    kind: ClassVar[str]
+    #: Default search space: hyperparameter name -> Optuna distribution. Parameters not in it
+    #: keep their default value unless a study file searches or fixes them.
+    space: ClassVar[Mapping[str, BaseDistribution]] = {}
+
+    @classmethod
+    def param_defaults(cls) -> dict[str, Any]:
+        """Hyperparameters (constructor keywords) and their default values, in order."""
+        out: dict[str, Any] = {}
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out[p.name] = p.default
+        return out
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters of this instance: what rebuilds it with ``type(self)(**params)``."""
+        return {k: getattr(self, k) for k in self.param_defaults()}
+
+    def check(self) -> None:
+        """Raise ``ValueError`` (message naming the parameter and its value) if invalid.
+
+        Called on every value a study can reach before the first trial runs, so a bad range
+        fails in the first second. The default accepts everything.
+        """  # noqa: B027 - optional hook, deliberately not abstract
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring, for ``dmisearch plugins``."""
+        doc = inspect.getdoc(cls) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a data generator produces, known before any sample is drawn."""
+
+    input_shape: tuple[int, ...]  # one sample, e.g. (1, 32) or (1, 8, 8): (channels, *spatial)
+    task: Task
+    out_dim: int  # number of classes (classification) or target dimension (regression)
+    n_available: int | None = None  # finite datasets: samples in all; None: unlimited
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Training pool and test set drawn for one seed.
+
+    ``x_*`` have shape ``(n, *input_shape)`` and a floating dtype; ``y_*`` are ``(n, out_dim)``
+    floats for regression and ``(n,)`` int64 class indices for classification.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def to(self, device: Any = None, dtype: Any = None) -> Split:
+        """Move to a device; cast the inputs (and regression targets) to a floating dtype."""
+
+        def conv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        return Split(*(conv(t) for t in dataclasses.astuple(self)))
+
+
+class DataGenerator(Component):
+    """Draws training and test samples of a requested size for a seed.
+
+    The data set a study is about is fixed: the generator's own parameters (a teacher's
+    weights, a dataset's preprocessing) do not change between seeds; the seed changes
+    which samples are drawn. Finite datasets draw disjoint train and test samples.
+    """
+
+    kind = "data"
+
+    @abstractmethod
+    def describe(self) -> DataInfo:
+        """Input shape, task, output size and (for finite data) how many samples exist."""
+
+    @abstractmethod
+    def sample(self, n_train: int, n_test: int, seed: int) -> Split:
+        """Draw ``n_train`` training and ``n_test`` test samples, deterministically in ``seed``.
+
+        Must return the same tensors for the same arguments on every call and machine.
+        """
+
+
+class Transform(Component):
+    """A group action on a generator's inputs (``digits + permute`` is a data generator).
+
+    A transform's fixed parts (a rotation matrix, a permutation) depend only on its own
+    parameters (typically ``seed``) and the input shape; random parts (a shift drawn per
+    sample) come from the ``generator`` passed in, so results are reproducible.
+    """
+
+    kind = "transform"
+
+    def check_input(self, input_shape: tuple[int, ...]) -> str | None:
+        """Why this transform cannot act on ``input_shape`` (None: it can)."""
+        return None
+
+    @abstractmethod
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Transform a batch ``x`` of shape ``(n, *input_shape)``; returns the same shape."""
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+class Architecture(Component):
+    """Builds a ``torch.nn.Module`` mapping ``(n, *input_shape)`` to ``(n, out_dim)``."""
+
+    kind = "architecture"
+
+    #: Capabilities algorithms may require: "module" means ``build()`` returns a trainable
+    #: ``nn.Module``.
+    provides: ClassVar[frozenset[str]] = frozenset({"module"})
+    #: Spatial dimensionalities accepted: inputs are ``(C, *spatial)``. None: any shape.
+    spatial_dims: ClassVar[frozenset[int] | None] = None
+
+    @classmethod
+    def shape_problem(cls, input_shape: tuple[int, ...]) -> str | None:
+        """Why no instance of this class can take ``input_shape`` (None: some can)."""
+        if cls.spatial_dims is not None and len(input_shape) - 1 not in cls.spatial_dims:
+            dims = " or ".join(f"{d}-D" for d in sorted(cls.spatial_dims))
+            return (
+                f"architecture '{cls.name}' takes {dims} inputs shaped (channels, *spatial), "
+                f"not {tuple(input_shape)}"
+            )
+        return None
+
+    def check_input(self, input_shape: tuple[int, ...]) -> str | None:
+        """Why this architecture, with these hyperparameters, cannot take ``input_shape``."""
+        return self.shape_problem(input_shape)
+
+    @abstractmethod
+    def build(self, input_shape: tuple[int, ...], out_dim: int) -> torch.nn.Module:
+        """A freshly initialised module, drawing its weights from torch's global RNG.
+
+        The engine seeds that RNG per job; build on the CPU in the default dtype and do not
+        move the module: the engine places it.
+        """
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithms
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One point of a learning curve: train on ``(x_train, y_train)``, predict ``x_test``.
+
+    ``seed`` drives the job's initialisation and minibatch order.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    seed: int
+
+    @property
+    def size(self) -> int:
+        return int(self.x_train.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """What an algorithm returns per job: raw outputs (logits for classification)."""
+
+    test: torch.Tensor  # (n_test, out_dim)
+    train: torch.Tensor  # (n_train, out_dim)
+    diverged: bool = False  # the training loss or the predictions became NaN or infinite
+    losses: torch.Tensor | None = None  # (steps,) training loss per step, if trained
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """Where and how an algorithm runs, fixed for a whole study (or worker)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    task: Task
+    out_dim: int
+    input_shape: tuple[int, ...]
+
+
+class Algorithm(Component):
+    """Turns an architecture and training sets into predictions on the test sets."""
+
+    kind = "algorithm"
+
+    #: Capabilities the architecture must provide (see ``Architecture.provides``).
+    requires: ClassVar[frozenset[str]] = frozenset({"module"})
+    #: Tasks this algorithm can learn.
+    tasks: ClassVar[frozenset[str]] = frozenset(TASKS)
+
+    @abstractmethod
+    def fit_predict(
+        self, model: Architecture, jobs: Sequence[Job], ctx: RunContext
+    ) -> list[Predictions]:
+        """Train (or solve) one model per job; return predictions in the order of ``jobs``.
+
+        Receives every job of one curve step at once so that it can run them side by side.
+        Tensors arrive on ``ctx.device`` in ``ctx.dtype``.
+        """
+
+
+BASES: dict[str, type[Component]] = {
+    "data": DataGenerator,
+    "transform": Transform,
+    "architecture": Architecture,
+    "algorithm": Algorithm,
+}
+
+
+def pair_problem(
+    arch: type[Architecture], algo: type[Algorithm], info: DataInfo
+) -> str | None:
+    """Why (architecture, algorithm) cannot run on data described by ``info`` (None: it can)."""
+    missing = algo.requires - arch.provides
+    if missing:
+        return (
+            f"algorithm '{algo.name}' needs {sorted(missing)} which architecture "
+            f"'{arch.name}' does not provide (it provides {sorted(arch.provides)})"
+        )
+    if info.task not in algo.tasks:
+        return f"algorithm '{algo.name}' cannot learn {info.task} (only {sorted(algo.tasks)})"
+    return arch.shape_problem(info.input_shape)

@@ -1,0 +1,320 @@
+"""Loading plugins and the registry of components they provide.
+
+Nothing here runs at import time: a command calls :func:`load_registry` and passes the
+registry along. A plugin that fails to load, or registers a malformed class, is recorded as
+a problem (shown by ``dmisearch plugins``) while the other plugins keep working; asking for a
+component whose name two plugins claim is an error naming both.
+
+Environment variables (comma-separated entry-point names):
+
+``DMISEARCH_PLUGINS``
+    Load only these plugins. Set but empty: load no installed plugin at all.
+``DMISEARCH_BLOCK_PLUGINS``
+    Never load these plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import inspect
+import os
+import re
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import pluggy
+from optuna.distributions import BaseDistribution
+
+from dmisearch import hookspecs
+from dmisearch.components import BASES, RESERVED_PARAMS, Component
+from dmisearch.errors import PluginError, UnknownComponentError, did_you_mean
+
+ENTRY_POINT_GROUP = "dmisearch"
+ENV_ONLY = "DMISEARCH_PLUGINS"
+ENV_BLOCK = "DMISEARCH_BLOCK_PLUGINS"
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    """One plugin: where it came from, and the error that broke it, if any."""
+
+    name: str
+    package: str | None = None
+    version: str | None = None
+    origin: str = ""
+    status: str = "loaded"  # loaded | blocked | broken
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered component class and the plugin that provided it."""
+
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: PluginInfo
+
+    @property
+    def package(self) -> str | None:
+        return self.plugin.package
+
+    @property
+    def version(self) -> str | None:
+        return self.plugin.version
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON-ready record of who provided this component (stored on every trial)."""
+        return {
+            "name": self.name,
+            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
+            "plugin": self.plugin.name,
+            "package": self.package,
+            "version": self.version,
+        }
+
+
+class Registry:
+    """Component classes by kind and name, plus the problems met while loading plugins."""
+
+    def __init__(
+        self,
+        entries: Iterable[Entry],
+        plugins: Iterable[PluginInfo],
+        problems: Iterable[str] = (),
+        conflicts: dict[tuple[str, str], list[Entry]] | None = None,
+    ):
+        self._entries: dict[tuple[str, str], Entry] = {}
+        for e in entries:
+            self._entries[(e.kind, e.name)] = e
+        self.plugins = list(plugins)
+        self.problems = list(problems)
+        self._conflicts = dict(conflicts or {})
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names of the registered components of ``kind``."""
+        return sorted(n for k, n in self._entries if k == kind)
+
+    def entry(self, kind: str, name: str) -> Entry:
+        """The entry for ``name``; a clear error if it is unknown or claimed twice."""
+        if (kind, name) in self._conflicts:
+            claims = " and ".join(
+                f"{e.cls.__module__}.{e.cls.__qualname__} (plugin '{e.plugin.name}')"
+                for e in self._conflicts[(kind, name)]
+            )
+            raise PluginError(
+                f"{kind} name '{name}' is registered twice: by {claims}. Uninstall or block "
+                f"one of the plugins (environment variable {ENV_BLOCK}=<plugin name>)."
+            )
+        try:
+            return self._entries[(kind, name)]
+        except KeyError:
+            known = self.names(kind)
+            broken = [p for p in self.plugins if p.status == "broken"]
+            hint = did_you_mean(name, known)
+            msg = (
+                f"unknown {kind} '{name}'{hint}. Known {kind} names: "
+                f"{', '.join(known) if known else '(none)'}."
+            )
+            if broken:
+                msg += " Plugins that failed to load and may have provided it: " + ", ".join(
+                    f"'{p.name}'" for p in broken
+                ) + " (see `dmisearch plugins`)."
+            else:
+                msg += " Install the plugin that provides it, or fix the spelling."
+            raise UnknownComponentError(msg) from None
+
+    def get(self, kind: str, name: str) -> type[Component]:
+        """The component class registered as ``name``."""
+        return self.entry(kind, name).cls
+
+
+def _env_names(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
+
+
+def class_problem(kind: str, cls: Any) -> str | None:
+    """Why ``cls`` cannot be registered as a component of ``kind`` (None: it can)."""
+    base = BASES[kind]
+    if not (inspect.isclass(cls) and issubclass(cls, base)):
+        return f"{cls!r} is not a subclass of dmisearch.{base.__name__}"
+    label = f"{cls.__module__}.{cls.__qualname__}"
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        return (
+            f"{label} needs a class attribute `name`: lowercase letters, digits and '_', "
+            f"starting with a letter (got {name!r})"
+        )
+    if inspect.isabstract(cls):
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        return f"{label} ('{name}') does not implement {', '.join(missing)}"
+    params = inspect.signature(cls.__init__).parameters
+    for p in list(params.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            return f"{label} ('{name}'): __init__ may not take *{p.name}; list each keyword"
+        if p.kind is p.POSITIONAL_ONLY:
+            return f"{label} ('{name}'): hyperparameter '{p.name}' must be a keyword"
+        if p.default is p.empty:
+            return f"{label} ('{name}'): hyperparameter '{p.name}' needs a default value"
+        if p.name in RESERVED_PARAMS:
+            return f"{label} ('{name}'): '{p.name}' is reserved by study files; rename it"
+    space = getattr(cls, "space", {})
+    for key, dist in space.items():
+        if key not in params:
+            return (
+                f"{label} ('{name}'): search space names '{key}' which is not a constructor "
+                f"keyword (keywords: {', '.join(list(params)[1:]) or 'none'})"
+            )
+        if not isinstance(dist, BaseDistribution):
+            return (
+                f"{label} ('{name}'): space['{key}'] must be an Optuna distribution "
+                f"(dmisearch.space.Float/Int/Categorical), not {dist!r}"
+            )
+    return None
+
+
+def load_registry(
+    *,
+    entry_points: bool = True,
+    plugins: Sequence[object] = (),
+    block: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+) -> Registry:
+    """Load plugins and collect the components they register.
+
+    Args:
+        entry_points: load installed plugins from the ``dmisearch`` entry-point group.
+        plugins: extra plugin objects (modules or instances with hookimpls), registered
+            under their ``__name__`` (or class name): for tests and local plugin files.
+        block: entry-point names never to load, in addition to ``$DMISEARCH_BLOCK_PLUGINS``.
+        only: if given, load only these entry points (``$DMISEARCH_PLUGINS`` likewise).
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    blocked = set(block) | (_env_names(ENV_BLOCK) or set())
+    allowed = set(only) if only is not None else _env_names(ENV_ONLY)
+
+    infos: dict[str, PluginInfo] = {}
+    candidates: list[tuple[PluginInfo, Any]] = []
+    if entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            package, version = _dist_of(ep)
+            info = PluginInfo(ep.name, package, version, origin=f"entry point {ep.value}")
+            if ep.name in blocked:
+                infos[ep.name] = dataclasses.replace(info, status="blocked")
+                continue
+            if allowed is not None and ep.name not in allowed:
+                infos[ep.name] = dataclasses.replace(
+                    info, status="blocked", error=f"not listed in {ENV_ONLY}"
+                )
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                infos[ep.name] = _broken(info, f"failed to import {ep.value}", exc)
+                continue
+            candidates.append((info, obj))
+    for obj in plugins:
+        name = getattr(obj, "__name__", type(obj).__name__)
+        candidates.append((PluginInfo(name, origin=f"passed in ({name})"), obj))
+
+    for info, obj in candidates:
+        if info.name in infos and infos[info.name].status == "loaded":
+            infos[info.name] = _broken(info, "a plugin with this name is already loaded", None)
+            continue
+        try:
+            pm.register(obj, name=info.name)
+        except Exception as exc:  # e.g. pluggy.PluginValidationError: hook signature mismatch
+            infos[info.name] = _broken(info, "rejected by the plugin manager", exc)
+            continue
+        infos[info.name] = info
+    for hookcaller in pm.hook.__dict__.values():  # hookimpls whose name matches no hook
+        if isinstance(hookcaller, pluggy.HookCaller) and not hookcaller.has_spec():
+            for impl in hookcaller.get_hookimpls():
+                pname = pm.get_name(impl.plugin)
+                known = ", ".join(hookspecs.REGISTER_HOOKS.values())
+                infos[pname] = _broken(
+                    infos[pname],
+                    f"implements unknown hook '{hookcaller.name}'"
+                    f"{did_you_mean(hookcaller.name, hookspecs.REGISTER_HOOKS.values())}"
+                    f" (known hooks: {known})",
+                    None,
+                )
+
+    entries: dict[tuple[str, str], Entry] = {}
+    conflicts: dict[tuple[str, str], list[Entry]] = {}
+    problems: list[str] = []
+    live = [(n, p) for n, p in pm.list_name_plugin() if infos[n].status == "loaded"]
+    for kind, hook_name in hookspecs.REGISTER_HOOKS.items():
+        for pname, _plugin in live:
+            if infos[pname].status != "loaded":
+                continue
+            others = [p for n, p in pm.list_name_plugin() if n != pname]
+            caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+            got: list[Any] = []
+            try:
+                caller(register=got.append)
+            except Exception as exc:
+                infos[pname] = _broken(infos[pname], f"raised in {hook_name}", exc)
+                continue
+            for cls in got:
+                why = class_problem(kind, cls)
+                if why is not None:
+                    problems.append(f"plugin '{pname}' ({hook_name}): {why}")
+                    continue
+                entry = Entry(kind, cls.name, cls, infos[pname])
+                key = (kind, cls.name)
+                if key in conflicts:
+                    conflicts[key].append(entry)
+                elif key in entries:
+                    conflicts[key] = [entries.pop(key), entry]
+                else:
+                    entries[key] = entry
+    for (kind, name), claims in conflicts.items():
+        problems.append(
+            f"{kind} '{name}' is registered by "
+            + " and by ".join(f"plugin '{e.plugin.name}' ({e.cls.__qualname__})" for e in claims)
+        )
+    for info in infos.values():
+        if info.status == "broken":
+            problems.append(f"plugin '{info.name}' is broken: {info.error}")
+    # Entries must point at the final PluginInfo (a plugin can break after registering).
+    final = [dataclasses.replace(e, plugin=infos[e.plugin.name]) for e in entries.values()]
+    final_conflicts = {
+        k: [dataclasses.replace(e, plugin=infos[e.plugin.name]) for e in v]
+        for k, v in conflicts.items()
+    }
+    return Registry(
+        [e for e in final if e.plugin.status == "loaded"],
+        infos.values(),
+        problems,
+        final_conflicts,
+    )
+
+
+def _broken(info: PluginInfo, what: str, exc: BaseException | None) -> PluginInfo:
+    detail = what
+    if exc is not None:
+        detail += f": {type(exc).__name__}: {exc}"
+        tb = traceback.extract_tb(exc.__traceback__)
+        if tb:
+            last = tb[-1]
+            detail += f" (at {last.filename}:{last.lineno})"
+    return dataclasses.replace(info, status="broken", error=detail)

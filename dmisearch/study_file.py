@@ -1,0 +1,686 @@
+"""Study files: TOML in, a validated :class:`StudySpec` out.
+
+This is the one place where strings become objects: plugin names become component classes,
+sampler and pruner names become Optuna objects, ranges become distributions. Everything is
+checked before the first trial runs and every problem found is reported at once, each
+naming its key, the value and the fix. The format is documented in docs/study-files.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from dmisearch.components import (
+    Architecture,
+    Component,
+    DataGenerator,
+    DataInfo,
+    Transform,
+    pair_problem,
+)
+from dmisearch.data import Composed, check_split
+from dmisearch.errors import DmisearchError, StudyFileError, did_you_mean
+from dmisearch.metrics import METRICS, OBJECTIVES, Objective, default_metric
+from dmisearch.plugins import Entry, Registry
+from dmisearch.space import Dim, coerce, corners, distribution_values, parse_override
+from dmisearch.space import describe as describe_dim
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SECTIONS: dict[str, set[str]] = {
+    "study": {"name", "storage", "device", "dtype"},
+    "data": set(),  # free-form: generator parameters
+    "curve": {"sizes", "seeds", "test_size"},
+    "objective": {"name", "target", "metric"},
+    "search": {"models", "algorithms", "pairs", "n_trials", "timeout", "seed", "sampler",
+               "pruner", "space"},
+}
+DTYPES = ("float32", "float64")
+
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "gp": "GPSampler",
+    "cmaes": "CmaEsSampler",
+    "qmc": "QMCSampler",
+    "bruteforce": "BruteForceSampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "threshold": "ThresholdPruner",
+    "none": "NopPruner",
+}
+#: Defaults applied when the study file names the sampler without these options.
+SAMPLER_DEFAULTS = {
+    "TPESampler": {"multivariate": True, "group": True},
+}
+PRUNER_DEFAULTS = {"MedianPruner": {"n_startup_trials": 5}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Where a learning curve is measured."""
+
+    sizes: tuple[int, ...]  # training sizes, strictly increasing
+    seeds: tuple[int, ...]  # curve seeds: data draw, initialisation and batch order
+    test_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A searched component: its registry entry and its effective search space."""
+
+    entry: Entry
+    space: Mapping[str, Dim]
+
+    @property
+    def cls(self) -> type[Component]:
+        return self.entry.cls
+
+
+@dataclasses.dataclass(frozen=True)
+class Pluggable:
+    """A name plus options that becomes an Optuna object (sampler, pruner)."""
+
+    cls_name: str
+    options: Mapping[str, Any]
+
+    def build(self, module: Any, seed: int | None = None) -> Any:
+        cls = getattr(module, self.cls_name)
+        options = dict(self.options)
+        if seed is not None and "seed" in inspect.signature(cls).parameters:
+            options.setdefault("seed", seed)
+        return cls(**options)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A validated study: everything a run needs, as objects."""
+
+    source: str
+    name: str
+    storage: str | None
+    device: str
+    dtype: str
+    data: Composed
+    data_entries: tuple[Entry, ...]  # the generator's, then each transform's registry entry
+    info: DataInfo
+    grid: Grid
+    objective: Objective
+    metric: str
+    models: Mapping[str, Candidate]
+    algorithms: Mapping[str, Candidate]
+    pairs: tuple[tuple[str, str], ...]
+    excluded: tuple[tuple[str, str, str], ...]  # (model, algorithm, why)
+    n_trials: int | None
+    timeout: float | None
+    seed: int | None
+    sampler: Pluggable
+    pruner: Pluggable
+
+    @staticmethod
+    def pair_label(model: str, algorithm: str) -> str:
+        return f"{model}/{algorithm}"
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        return self.sampler.build(optuna.samplers, self.seed)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        return self.pruner.build(optuna.pruners)
+
+    def identity(self) -> dict[str, Any]:
+        """What every trial of a study must share to be comparable (checked on resume)."""
+        return {
+            "data": self.data.record(),
+            "curve": {"sizes": list(self.grid.sizes), "seeds": list(self.grid.seeds),
+                      "test_size": self.grid.test_size},
+            "objective": {"name": self.objective.name, "target": self.objective.target,
+                          "metric": self.metric},
+            "dtype": self.dtype,
+        }
+
+    def search_record(self) -> dict[str, Any]:
+        """The searched pairs and spaces (may change between runs of one study)."""
+
+        def spaces(cands: Mapping[str, Candidate]) -> dict[str, Any]:
+            return {n: {p: describe_dim(d) for p, d in c.space.items()}
+                    for n, c in cands.items()}
+
+        return {"pairs": [self.pair_label(*p) for p in self.pairs],
+                "models": spaces(self.models), "algorithms": spaces(self.algorithms)}
+
+
+class _Problems:
+    """Collects problems so that one run of the loader reports all of them."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{key}: {message}" if key else message)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DmisearchError(f"study file {str(p)!r} does not exist") from None
+    except OSError as exc:
+        raise DmisearchError(f"cannot read study file {str(p)!r}: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyFileError(str(p), [f"not valid TOML: {exc}"]) from None
+
+
+def load_study(
+    path: str | Path,
+    registry: Registry,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+) -> StudySpec:
+    """Read, validate and build the study in ``path``; keyword arguments override the file."""
+    doc = read_toml(path)
+    return build_spec(doc, registry, source=str(path), default_name=Path(path).stem,
+                      n_trials=n_trials, timeout=timeout, storage=storage, device=device,
+                      seed=seed)
+
+
+def build_spec(
+    doc: Mapping[str, Any],
+    registry: Registry,
+    *,
+    source: str = "<study>",
+    default_name: str = "study",
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+) -> StudySpec:
+    """Validate a parsed study document (see :func:`load_study`)."""
+    pb = _Problems()
+    for key in doc:
+        if key not in SECTIONS:
+            pb.add(key, f"unknown section{did_you_mean(key, SECTIONS)}; "
+                        f"sections are {', '.join(SECTIONS)}")
+    sec = {s: _table(doc, s, pb) for s in SECTIONS}
+    for s, allowed in SECTIONS.items():
+        if allowed:
+            for key in sec[s]:
+                if key not in allowed:
+                    pb.add(f"{s}.{key}", f"unknown key{did_you_mean(key, allowed)}; "
+                                         f"keys of [{s}] are {', '.join(sorted(allowed))}")
+
+    st = sec["study"]
+    name = _typed(st, "name", str, "study", pb, default_name)
+    storage = storage if storage is not None else _typed(st, "storage", str, "study", pb, None)
+    device = _check_device(device if device is not None else
+                           _typed(st, "device", str, "study", pb, "auto"), pb)
+    dtype = _typed(st, "dtype", str, "study", pb, "float32")
+    if dtype not in DTYPES:
+        pb.add("study.dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+    data, data_entries, info = _build_data(sec["data"], registry, pb)
+    grid = _build_grid(sec["curve"], info, pb)
+    objective, metric = _build_objective(sec["objective"], info, grid, pb)
+
+    se = sec["search"]
+    n_trials = n_trials if n_trials is not None else _typed(se, "n_trials", int, "search", pb)
+    timeout = timeout if timeout is not None else _typed(se, "timeout", (int, float), "search",
+                                                         pb)
+    seed = seed if seed is not None else _typed(se, "seed", int, "search", pb)
+    if n_trials is not None and n_trials < 1:
+        pb.add("search.n_trials", f"must be >= 1, got {n_trials}")
+    if timeout is not None and not timeout > 0:
+        pb.add("search.timeout", f"must be > 0 seconds, got {timeout}")
+    if n_trials is None and timeout is None:
+        pb.add("search", "set n_trials or timeout (or pass --n-trials / --timeout), "
+                         "otherwise the study would never stop")
+    if seed is not None and seed < 0:
+        pb.add("search.seed", f"must be >= 0, got {seed}")
+
+    models, algorithms, pairs, excluded = _build_search(se, registry, info, pb)
+    sampler = _build_pluggable(se.get("sampler", "tpe"), "search.sampler", SAMPLERS,
+                               optuna.samplers, SAMPLER_DEFAULTS, pb, seed)
+    pruner = _build_pluggable(se.get("pruner", "median"), "search.pruner", PRUNERS,
+                              optuna.pruners, PRUNER_DEFAULTS, pb, None)
+
+    if pb.items:
+        raise StudyFileError(source, pb.items)
+    assert data is not None and info is not None and grid is not None and objective
+    return StudySpec(
+        source=source, name=name, storage=storage, device=device, dtype=dtype, data=data,
+        data_entries=data_entries, info=info, grid=grid, objective=objective, metric=metric,
+        models=models, algorithms=algorithms, pairs=pairs, excluded=excluded, n_trials=n_trials,
+        timeout=None if timeout is None else float(timeout), seed=seed, sampler=sampler,
+        pruner=pruner,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _table(doc: Mapping[str, Any], key: str, pb: _Problems) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        pb.add(key, f"must be a table ([{key}]), got {value!r}")
+        return {}
+    return value
+
+
+def _typed(table: Mapping[str, Any], key: str, types: Any, where: str, pb: _Problems,
+           default: Any = None) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    bad_bool = isinstance(value, bool) and bool not in (types if isinstance(types, tuple)
+                                                        else (types,))
+    if bad_bool or not isinstance(value, types):
+        tname = types.__name__ if isinstance(types, type) else " or ".join(
+            t.__name__ for t in types)
+        pb.add(f"{where}.{key}", f"must be {tname}, got {value!r}")
+        return default
+    return value
+
+
+def _check_device(device: str, pb: _Problems) -> str:
+    import torch
+
+    if device in ("auto", "cpu"):
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            pb.add("study.device", f"{device!r} asked for but no CUDA device is visible "
+                                   "(torch.cuda.is_available() is False); use 'cpu' or 'auto'")
+            return device
+        if device.startswith("cuda:"):
+            idx = device.split(":", 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                pb.add("study.device", f"{device!r}: visible CUDA devices are 0.."
+                                       f"{torch.cuda.device_count() - 1}")
+        return device
+    pb.add("study.device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
+def _instantiate(entry: Entry, params: Mapping[str, Any], key: str, pb: _Problems
+                 ) -> Component | None:
+    """Build a component from study-file parameters, reporting unknown or bad values."""
+    defaults = entry.cls.param_defaults()
+    kwargs: dict[str, Any] = {}
+    ok = True
+    for p, v in params.items():
+        if p not in defaults:
+            pb.add(f"{key}.{p}", f"'{entry.name}' has no parameter '{p}'"
+                                 f"{did_you_mean(p, defaults)}; its parameters are "
+                                 f"{', '.join(defaults) or '(none)'}")
+            ok = False
+            continue
+        try:
+            kwargs[p] = coerce(p, defaults[p], v)
+        except ValueError as exc:
+            pb.add(f"{key}.{p}", str(exc))
+            ok = False
+    if not ok:
+        return None
+    try:
+        obj = entry.cls(**kwargs)
+        obj.check()
+    except (ValueError, TypeError) as exc:
+        pb.add(key, f"{entry.name}: {exc}")
+        return None
+    return obj
+
+
+def _lookup(registry: Registry, kind: str, name: Any, key: str, pb: _Problems) -> Entry | None:
+    if not isinstance(name, str):
+        pb.add(key, f"must be a {kind} name (a string), got {name!r}")
+        return None
+    try:
+        return registry.entry(kind, name)
+    except DmisearchError as exc:
+        pb.add(key, str(exc))
+        return None
+
+
+def _build_data(table: Mapping[str, Any], registry: Registry, pb: _Problems
+                ) -> tuple[Composed | None, tuple[Entry, ...], DataInfo | None]:
+    if "name" not in table:
+        pb.add("data.name", f"missing: which data generator? Known: "
+                            f"{', '.join(registry.names('data'))}")
+        return None, (), None
+    entry = _lookup(registry, "data", table["name"], "data.name", pb)
+    params = {k: v for k, v in table.items() if k not in ("name", "transforms")}
+    base = _instantiate(entry, params, "data", pb) if entry else None
+    raw = table.get("transforms", [])
+    if not isinstance(raw, list):
+        pb.add("data.transforms", f"must be a list, got {raw!r}")
+        raw = []
+    transforms: list[Transform] = []
+    entries: list[Entry] = [entry] if entry else []
+    for i, item in enumerate(raw):
+        key = f"data.transforms[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or "name" not in item:
+            pb.add(key, f"must be a transform name or a table with 'name', got {item!r}")
+            continue
+        t_entry = _lookup(registry, "transform", item["name"], f"{key}.name", pb)
+        if t_entry is None:
+            continue
+        t = _instantiate(t_entry, {k: v for k, v in item.items() if k != "name"}, key, pb)
+        if t is not None:
+            transforms.append(t)  # type: ignore[arg-type]
+            entries.append(t_entry)
+    if base is None:
+        return None, (), None
+    assert isinstance(base, DataGenerator)
+    try:
+        info = base.describe()
+    except Exception as exc:
+        pb.add("data", f"{base.name}.describe() failed: {type(exc).__name__}: {exc}")
+        return None, (), None
+    for i, t in enumerate(transforms):
+        why = t.check_input(info.input_shape)
+        if why:
+            pb.add(f"data.transforms[{i}]", f"{t.name}: {why}")
+    data = Composed(base=base, transforms=tuple(transforms))
+    try:  # a tiny draw now rather than a broken generator at trial 1
+        n = 2 if info.n_available is None else min(2, info.n_available // 2)
+        why = check_split(data.sample(n, n, 0), info, n, n)
+    except Exception as exc:
+        why = f"sample() failed: {type(exc).__name__}: {exc}"
+    if why:
+        pb.add("data", f"{data.label}: {why}")
+    return data, tuple(entries), info
+
+
+def _build_grid(table: Mapping[str, Any], info: DataInfo | None, pb: _Problems
+                ) -> Grid | None:
+    raw = table.get("sizes")
+    sizes: list[int] = []
+    if raw is None:
+        pb.add("curve.sizes", "missing: list the training sizes, e.g. sizes = [32, 64, 128], "
+                              "or sizes = {min = 32, max = 512, num = 5} (log-spaced)")
+    elif isinstance(raw, dict):
+        extra = set(raw) - {"min", "max", "num"}
+        lo, hi, num = raw.get("min"), raw.get("max"), raw.get("num")
+        if extra or not all(isinstance(v, int) and not isinstance(v, bool)
+                            for v in (lo, hi, num)):
+            pb.add("curve.sizes", "a log-spaced grid is {min = <int>, max = <int>, num = <int>}"
+                                  f", got {raw!r}")
+        elif not 1 <= lo < hi or num < 2:
+            pb.add("curve.sizes", f"needs 1 <= min < max and num >= 2, got {raw!r}")
+        else:
+            sizes = sorted({int(round(v)) for v in np.geomspace(lo, hi, num)})
+            if len(sizes) < num:
+                pb.add("curve.sizes", f"{num} log-spaced integers do not fit between {lo} and "
+                                      f"{hi}; lower num or widen the range")
+    elif isinstance(raw, list) and raw and all(isinstance(v, int) and not isinstance(v, bool)
+                                               for v in raw):
+        sizes = list(raw)
+        if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)) or sizes[0] < 1:
+            pb.add("curve.sizes", f"must be positive and strictly increasing, got {raw!r}")
+    else:
+        pb.add("curve.sizes", f"must be a non-empty list of integers or {{min, max, num}}, "
+                              f"got {raw!r}")
+    raw_seeds = table.get("seeds", 3)
+    seeds: list[int] = []
+    if isinstance(raw_seeds, int) and not isinstance(raw_seeds, bool):
+        if raw_seeds < 1:
+            pb.add("curve.seeds", f"must be >= 1 (how many seeds), got {raw_seeds}")
+        seeds = list(range(max(raw_seeds, 0)))
+    elif isinstance(raw_seeds, list) and raw_seeds and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_seeds):
+        seeds = list(raw_seeds)
+        if len(set(seeds)) != len(seeds):
+            pb.add("curve.seeds", f"repeats a seed: {raw_seeds!r}")
+    else:
+        pb.add("curve.seeds", f"must be a count or a list of distinct non-negative integers, "
+                              f"got {raw_seeds!r}")
+    test_size = table.get("test_size", 1000)
+    if not isinstance(test_size, int) or isinstance(test_size, bool) or test_size < 1:
+        pb.add("curve.test_size", f"must be a positive integer, got {test_size!r}")
+        return None
+    if sizes and info is not None and info.n_available is not None:
+        need = sizes[-1] + test_size
+        if need > info.n_available:
+            pb.add("curve", f"the largest size {sizes[-1]} plus test_size {test_size} needs "
+                            f"{need} samples but the data has only {info.n_available}; lower "
+                            "curve.sizes or curve.test_size")
+    if not sizes or not seeds:
+        return None
+    return Grid(tuple(sizes), tuple(seeds), test_size)
+
+
+def _build_objective(table: Mapping[str, Any], info: DataInfo | None, grid: Grid | None,
+                     pb: _Problems) -> tuple[Objective | None, str]:
+    name = table.get("name", "aulc")
+    target = table.get("target")
+    if name not in OBJECTIVES:
+        pb.add("objective.name", f"unknown objective {name!r}{did_you_mean(str(name), OBJECTIVES)}"
+                                 f"; known: {', '.join(OBJECTIVES)}")
+        return None, ""
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        pb.add("objective.target", f"must be a number, got {target!r}")
+        return None, ""
+    try:
+        objective = Objective(name, None if target is None else float(target))
+    except ValueError as exc:
+        pb.add("objective.target" if "target" in str(exc) else "objective.name", str(exc))
+        objective = None
+    if objective and name in ("aulc", "n_to_target") and grid and len(grid.sizes) < 2:
+        pb.add("curve.sizes", f"the {name} objective needs at least two sizes")
+    metric = table.get("metric", "auto")
+    if info is None:
+        return objective, ""
+    if metric == "auto":
+        metric = default_metric(info.task)
+    elif metric not in METRICS[info.task]:
+        pb.add("objective.metric", f"{metric!r} does not apply to {info.task}; choose one of "
+                                   f"{', '.join(('auto',) + METRICS[info.task])}")
+    return objective, metric
+
+
+def _candidates(
+    table: Mapping[str, Any], key: str, kind: str, registry: Registry, pb: _Problems
+) -> dict[str, Entry]:
+    if key not in table:
+        return {n: registry.entry(kind, n) for n in registry.names(kind)}
+    names = table[key]
+    if not isinstance(names, list):
+        pb.add(f"search.{key}", f"must be a list of {kind} names, got {names!r}")
+        return {}
+    if not names:
+        pb.add(f"search.{key}", f"empty search: list at least one {kind} (known: "
+                                f"{', '.join(registry.names(kind))})")
+    out: dict[str, Entry] = {}
+    for i, n in enumerate(names):
+        entry = _lookup(registry, kind, n, f"search.{key}[{i}]", pb)
+        if entry is not None:
+            if entry.name in out:
+                pb.add(f"search.{key}", f"lists '{entry.name}' twice")
+            out[entry.name] = entry
+    return out
+
+
+def _build_search(
+    se: Mapping[str, Any], registry: Registry, info: DataInfo | None, pb: _Problems
+) -> tuple[dict[str, Candidate], dict[str, Candidate], tuple[tuple[str, str], ...],
+           tuple[tuple[str, str, str], ...]]:
+    explicit_pairs = "pairs" in se
+    if explicit_pairs and ("models" in se or "algorithms" in se):
+        pb.add("search.pairs", "give either pairs or models/algorithms, not both")
+    models: dict[str, Entry] = {}
+    algos: dict[str, Entry] = {}
+    wanted: list[tuple[str, str, str]] = []  # (model, algorithm, key)
+    if explicit_pairs:
+        raw = se["pairs"]
+        if not isinstance(raw, list) or not raw:
+            pb.add("search.pairs", f"must be a non-empty list of [model, algorithm], got {raw!r}")
+            raw = []
+        for i, pair in enumerate(raw):
+            key = f"search.pairs[{i}]"
+            if not (isinstance(pair, list) and len(pair) == 2):
+                pb.add(key, f"must be [model, algorithm], got {pair!r}")
+                continue
+            m = _lookup(registry, "architecture", pair[0], key, pb)
+            a = _lookup(registry, "algorithm", pair[1], key, pb)
+            if m and a:
+                models[m.name], algos[a.name] = m, a
+                wanted.append((m.name, a.name, key))
+    else:
+        models = _candidates(se, "models", "architecture", registry, pb)
+        algos = _candidates(se, "algorithms", "algorithm", registry, pb)
+        wanted = [(m, a, "") for m in models for a in algos]
+
+    pairs: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str, str]] = []
+    if info is not None:
+        for m, a, key in wanted:
+            why = pair_problem(models[m].cls, algos[a].cls, info)  # type: ignore[arg-type]
+            if why is None:
+                pairs.append((m, a))
+            elif key:  # the user asked for exactly this pair
+                pb.add(key, f"impossible pair [{m!r}, {a!r}]: {why}")
+            else:
+                excluded.append((m, a, why))
+        if wanted and not pairs and not any(k for *_, k in wanted):
+            reasons = "; ".join(f"{m}/{a}: {w}" for m, a, w in excluded)
+            pb.add("search", f"empty search: no (model, algorithm) pair can run on this data "
+                             f"({reasons})")
+    used_m = {m for m, _ in pairs} or set(models)
+    used_a = {a for _, a in pairs} or set(algos)
+
+    space = se.get("space", {})
+    if not isinstance(space, dict):
+        pb.add("search.space", f"must be a table, got {space!r}")
+        space = {}
+    for key in space:
+        if key not in ("model", "algorithm"):
+            pb.add(f"search.space.{key}", "unknown; use [search.space.model.<name>] or "
+                                          "[search.space.algorithm.<name>]")
+    m_cands = _spaces(space.get("model", {}), "model", models, used_m, info, pb)
+    a_cands = _spaces(space.get("algorithm", {}), "algorithm", algos, used_a, info, pb)
+    return m_cands, a_cands, tuple(pairs), tuple(excluded)
+
+
+def _spaces(
+    overrides: Any, prefix: str, entries: Mapping[str, Entry], used: set[str],
+    info: DataInfo | None, pb: _Problems,
+) -> dict[str, Candidate]:
+    if not isinstance(overrides, dict):
+        pb.add(f"search.space.{prefix}", f"must be a table of {prefix} names, got {overrides!r}")
+        overrides = {}
+    for name in overrides:
+        if name not in entries:
+            pb.add(f"search.space.{prefix}.{name}",
+                   f"'{name}' is not searched{did_you_mean(name, entries)}; searched: "
+                   f"{', '.join(entries) or '(none)'}")
+    out: dict[str, Candidate] = {}
+    for name, entry in entries.items():
+        if name not in used:
+            continue
+        table = overrides.get(name, {})
+        key = f"search.space.{prefix}.{name}"
+        if not isinstance(table, dict):
+            pb.add(key, f"must be a table of hyperparameters, got {table!r}")
+            continue
+        space: dict[str, Dim] = dict(entry.cls.space)
+        ok = True
+        for param, value in table.items():
+            try:
+                space[param] = parse_override(entry.cls, param, value)
+            except ValueError as exc:
+                pb.add(f"{key}.{param}", str(exc))
+                ok = False
+        if ok:
+            _check_corners(entry, space, key, info, pb)
+        out[name] = Candidate(entry, space)
+    return out
+
+
+def _check_corners(entry: Entry, space: Mapping[str, Dim], key: str, info: DataInfo | None,
+                   pb: _Problems) -> None:
+    """Build the component at every extreme of its space; report what fails."""
+    seen: set[str] = set()
+    for params in corners(space):
+        try:
+            obj = entry.cls(**params)
+            obj.check()
+            why = obj.check_input(info.input_shape) if (
+                info is not None and isinstance(obj, Architecture)) else None
+            if why:
+                raise ValueError(why)
+        except (ValueError, TypeError) as exc:
+            msg = str(exc)
+            if msg not in seen:
+                seen.add(msg)
+                changed = ", ".join(f"{k}={v!r}" for k, v in params.items()
+                                    if k in space and not _is_first(space, k, v))
+                at = f" (at {changed})" if changed else ""
+                pb.add(key, f"{entry.name}: {msg}{at}; narrow the range so every value is valid")
+
+
+def _is_first(space: Mapping[str, Dim], key: str, value: Any) -> bool:
+    return distribution_values(space[key])[0] == value
+
+
+def _build_pluggable(
+    raw: Any, key: str, aliases: Mapping[str, str], module: Any,
+    defaults: Mapping[str, Mapping[str, Any]], pb: _Problems, seed: int | None,
+) -> Pluggable:
+    fallback = Pluggable("NopPruner" if module is optuna.pruners else "RandomSampler", {})
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        pb.add(key, f"must be a name or a table with 'name', got {raw!r}")
+        return fallback
+    name = raw["name"]
+    cls_name = aliases.get(name.lower(), name)
+    known = sorted(set(aliases) | set(aliases.values()))
+    cls = getattr(module, cls_name, None)
+    if cls_name not in aliases.values() or cls is None:
+        pb.add(f"{key}.name", f"unknown {name!r}{did_you_mean(name, known)}; known: "
+                              f"{', '.join(sorted(aliases))}")
+        return fallback
+    options = {**defaults.get(cls_name, {}), **{k: v for k, v in raw.items() if k != "name"}}
+    params = inspect.signature(cls).parameters
+    for opt in options:
+        if opt not in params:
+            pb.add(f"{key}.{opt}", f"{cls_name} has no option '{opt}'"
+                                   f"{did_you_mean(opt, params)}; options: {', '.join(params)}")
+            return fallback
+    plug = Pluggable(cls_name, options)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plug.build(module, seed)
+    except Exception as exc:
+        pb.add(key, f"{cls_name}({json.dumps(options, default=str)[1:-1]}) failed: {exc}")
+        return fallback
+    return plug

@@ -1,0 +1,128 @@
+"""Training networks with minibatch optimisers: the base class of ``sgd``, ``adam`` and kin.
+
+An optimiser plugin subclasses :class:`MinibatchAlgorithm` and implements one method,
+``make_optimizer(params)``, returning a ``torch.optim.Optimizer``. The loop itself belongs
+to dmisearch, so every optimiser gets the same, documented training protocol:
+
+* the module is built by the architecture with torch's RNG seeded from the job's seed, on
+  the CPU in float32, then moved to the run's device and dtype;
+* training length is ``steps`` optimiser steps, or ``ceil(epochs * (n // batch))`` when
+  ``epochs`` is set; the batch is ``min(batch_size, n)``;
+* minibatches walk through a fresh random permutation of the training set each epoch,
+  dropping the incomplete last batch (the next epoch reshuffles, so every sample is used);
+  the whole index schedule is drawn up front from the job's seed, so the loop itself never
+  syncs with the host;
+* loss: mean squared error (regression) or cross-entropy (classification), mean over the
+  batch;
+* a job whose loss or predictions become NaN/infinite is reported as diverged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from dmisearch.components import Algorithm, Architecture, Job, Predictions, RunContext
+from dmisearch.seeding import derive_seed
+
+EVAL_CHUNK = 4096  # samples per forward pass at evaluation: bounds memory on large test sets
+
+
+@dataclasses.dataclass(kw_only=True)
+class MinibatchAlgorithm(Algorithm):
+    """Base for algorithms that train a fresh network per job with a torch optimiser."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"module"})
+
+    lr: float = 0.01  # learning rate
+    steps: int = 500  # optimiser steps per job (unless epochs is set)
+    epochs: float | None = None  # if set: ceil(epochs * (n // batch)) steps instead of steps
+    batch_size: int = 64  # minibatch size (capped at the training-set size)
+    weight_decay: float = 0.0  # L2 penalty, as torch.optim applies it
+
+    @abstractmethod
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """A torch optimiser over ``params`` configured from this algorithm's hyperparameters."""
+
+    def check(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0 when set, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def n_steps(self, n: int) -> int:
+        """Optimiser steps for a training set of ``n`` samples."""
+        if self.epochs is None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * (n // min(self.batch_size, n))))
+
+    def fit_predict(
+        self, model: Architecture, jobs: Sequence[Job], ctx: RunContext
+    ) -> list[Predictions]:
+        return [train_one(self, model, job, ctx) for job in jobs]
+
+
+def build_module(model: Architecture, seed: int, ctx: RunContext) -> torch.nn.Module:
+    """The job's freshly initialised module on ``ctx.device`` in ``ctx.dtype``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        module = model.build(ctx.input_shape, ctx.out_dim)
+    return module.to(device=ctx.device, dtype=ctx.dtype)
+
+
+def batch_schedule(n: int, batch: int, steps: int, seed: int) -> torch.Tensor:
+    """Indices ``(steps, batch)``: per-epoch reshuffles, incomplete last batch dropped."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "batches"))
+    per_epoch = n // batch
+    epochs = math.ceil(steps / per_epoch)
+    perms = torch.stack([torch.randperm(n, generator=g) for _ in range(epochs)])
+    return perms[:, : per_epoch * batch].reshape(-1, batch)[:steps]
+
+
+def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(out, y) if task == "regression" else F.cross_entropy(out, y)
+
+
+@torch.no_grad()
+def predict(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    module.eval()
+    out = torch.cat([module(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    module.train()
+    return out
+
+
+def train_one(
+    algo: MinibatchAlgorithm, model: Architecture, job: Job, ctx: RunContext
+) -> Predictions:
+    """Train one module for one job: the plain PyTorch loop (also the engine's oracle)."""
+    module = build_module(model, job.seed, ctx)
+    opt = algo.make_optimizer(module.parameters())
+    n = job.size
+    batch = min(algo.batch_size, n)
+    steps = algo.n_steps(n)
+    order = batch_schedule(n, batch, steps, job.seed).to(ctx.device)
+    losses = torch.empty(steps, device=ctx.device, dtype=ctx.dtype)
+    for t in range(steps):
+        idx = order[t]
+        loss = loss_fn(ctx.task, module(job.x_train[idx]), job.y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[t] = loss.detach()
+    test, train = predict(module, job.x_test), predict(module, job.x_train)
+    diverged = not bool(
+        torch.isfinite(losses).all() & torch.isfinite(test).all() & torch.isfinite(train).all()
+    )
+    return Predictions(test=test, train=train, diverged=diverged, losses=losses)

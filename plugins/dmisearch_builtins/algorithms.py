@@ -1,0 +1,79 @@
+"""Minibatch optimisers: ``sgd`` (with momentum) and ``adam``.
+
+The training protocol (initialisation, batches, losses, divergence) is
+``dmisearch.training.MinibatchAlgorithm``'s; each class here only configures its
+``torch.optim`` optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import torch
+
+from dmisearch.hookspecs import hookimpl
+from dmisearch.space import Categorical, Float, Int
+from dmisearch.training import MinibatchAlgorithm
+
+_SHARED_SPACE = {
+    "steps": Int(200, 3000, log=True),
+    "batch_size": Categorical((32, 64, 128)),
+    "weight_decay": Categorical((0.0, 1e-5, 1e-4, 1e-3)),
+}
+
+
+@dataclasses.dataclass(kw_only=True)
+class SGD(MinibatchAlgorithm):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum."""
+
+    name = "sgd"
+    lr: float = 0.05  # learning rate
+    momentum: float = 0.0  # heavy-ball momentum in [0, 1)
+    nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
+
+    space = {"lr": Float(1e-3, 1.0, log=True), "momentum": Categorical((0.0, 0.9)),
+             **_SHARED_SPACE}
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=true needs momentum > 0")
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+                               nesterov=self.nesterov, weight_decay=self.weight_decay)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Adam(MinibatchAlgorithm):
+    """Adam: coordinate-wise adaptive steps (breaks the O(d) symmetry of SGD on an FCN)."""
+
+    name = "adam"
+    lr: float = 1e-3  # learning rate
+    beta1: float = 0.9  # first-moment decay
+    beta2: float = 0.999  # second-moment decay
+    eps: float = 1e-8  # denominator offset
+
+    space = {"lr": Float(1e-4, 3e-2, log=True), **_SHARED_SPACE}
+
+    def check(self) -> None:
+        super().check()
+        for k in ("beta1", "beta2"):
+            v = getattr(self, k)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{k} must be in [0, 1), got {v}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, betas=(self.beta1, self.beta2),
+                                eps=self.eps, weight_decay=self.weight_decay)
+
+
+@hookimpl
+def register_algorithms(register):
+    register(SGD)
+    register(Adam)

@@ -1,0 +1,190 @@
+"""The seed paper's four prototype architectures: FCN, LCN, CNN-VEC and CNN-GAP.
+
+All four share the hyperparameters that mean the same thing: ``depth`` (hidden layers),
+``width`` (hidden units, or channels for the convolutional ones), ``activation``,
+``parameterization`` (standard | ntk, see ``layers``), ``sigma_w`` and ``sigma_b`` (weight
+and bias scales, the same for every layer including the readout). The convolutional three
+add ``filter_size`` and ``padding`` (circular | zeros; stride 1, "same" size).
+
+=========== ===================================================== ===================
+name        body                                                  readout
+=========== ===================================================== ===================
+fcn         ``depth`` dense layers on the flattened input          dense
+lcn         ``depth`` locally connected layers (unshared filters)  flatten + dense
+cnn_vec     ``depth`` convolutions                                 flatten + dense
+cnn_gap     ``depth`` convolutions                                 global average + dense
+=========== ===================================================== ===================
+
+Inputs are ``(channels, length)`` or ``(channels, height, width)``; fcn takes any shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+from torch import nn
+
+from dmisearch.components import Architecture
+from dmisearch.hookspecs import hookimpl
+from dmisearch.space import Categorical, Int
+from dmisearch_builtins.layers import (
+    ACTIVATIONS,
+    PADDINGS,
+    PARAMETERIZATIONS,
+    Activation,
+    Conv,
+    Dense,
+    GlobalAvgPool,
+    LocalConv,
+)
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Network(Architecture):
+    """Hyperparameters shared by the four architectures."""
+
+    depth: int = 2  # hidden layers
+    width: int = 64  # hidden units (fcn) or channels (lcn, cnn_vec, cnn_gap)
+    activation: str = "relu"  # relu | erf | tanh | gelu
+    parameterization: str = "standard"  # standard | ntk
+    sigma_w: float = math.sqrt(2.0)  # weight scale: W ~ N(0, sigma_w^2 / fan_in)
+    sigma_b: float = 0.0  # bias scale: b ~ N(0, sigma_b^2)
+
+    min_depth: ClassVar[int] = 0
+
+    def check(self) -> None:
+        if self.depth < self.min_depth:
+            raise ValueError(f"depth must be >= {self.min_depth}, got {self.depth}")
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+            )
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"parameterization must be one of {PARAMETERIZATIONS}, "
+                f"got {self.parameterization!r}"
+            )
+        if not self.sigma_w > 0:
+            raise ValueError(f"sigma_w must be > 0, got {self.sigma_w}")
+        if self.sigma_b < 0:
+            raise ValueError(f"sigma_b must be >= 0, got {self.sigma_b}")
+
+    def _dense(self, fan_in: int, fan_out: int) -> Dense:
+        return Dense(fan_in, fan_out, self.parameterization, self.sigma_w, self.sigma_b)
+
+
+@dataclasses.dataclass(kw_only=True)
+class FCN(_Network):
+    """Fully-connected network on the flattened input (O(d)-equivariant under SGD)."""
+
+    name = "fcn"
+    width: int = 256  # hidden units
+    space = {"depth": Int(1, 4), "width": Int(64, 1024, log=True)}
+
+    def build(self, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
+        layers: list[nn.Module] = [nn.Flatten()]
+        fan_in = math.prod(input_shape)
+        for _ in range(self.depth):
+            layers += [self._dense(fan_in, self.width), Activation(self.activation)]
+            fan_in = self.width
+        layers.append(self._dense(fan_in, out_dim))
+        return nn.Sequential(*layers)
+
+
+@dataclasses.dataclass(kw_only=True)
+class _ConvNetwork(_Network):
+    """Shared by lcn, cnn_vec and cnn_gap: a stack of same-size filters, then a readout."""
+
+    width: int = 32  # channels
+    filter_size: int = 3  # filter extent along every spatial axis
+    padding: str = "circular"  # circular | zeros ("same" size, stride 1)
+
+    spatial_dims = frozenset({1, 2})
+    min_depth = 1
+    space = {
+        "depth": Int(1, 4),
+        "width": Int(8, 128, log=True),
+        "filter_size": Categorical((3, 5)),
+    }
+
+    def check(self) -> None:
+        super().check()
+        if self.filter_size < 1:
+            raise ValueError(f"filter_size must be >= 1, got {self.filter_size}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+
+    def check_input(self, input_shape: tuple[int, ...]) -> str | None:
+        problem = super().check_input(input_shape)
+        if problem is None and self.filter_size > min(input_shape[1:]):
+            problem = (
+                f"filter_size={self.filter_size} exceeds the input's spatial size "
+                f"{tuple(input_shape[1:])}"
+            )
+        return problem
+
+    def _filter(self, c_in: int, spatial: tuple[int, ...]) -> nn.Module:
+        return Conv(c_in, self.width, self.filter_size, len(spatial), self.padding,
+                    self.parameterization, self.sigma_w, self.sigma_b)
+
+    def _body(self, input_shape: tuple[int, ...]) -> list[nn.Module]:
+        c_in, spatial = input_shape[0], tuple(input_shape[1:])
+        layers: list[nn.Module] = []
+        for _ in range(self.depth):
+            layers += [self._filter(c_in, spatial), Activation(self.activation)]
+            c_in = self.width
+        return layers
+
+    def _vec_readout(self, input_shape: tuple[int, ...], out_dim: int) -> list[nn.Module]:
+        return [nn.Flatten(), self._dense(self.width * math.prod(input_shape[1:]), out_dim)]
+
+
+@dataclasses.dataclass(kw_only=True)
+class LCN(_ConvNetwork):
+    """Locally connected network: convolution-like receptive fields, unshared weights."""
+
+    name = "lcn"
+
+    def _filter(self, c_in: int, spatial: tuple[int, ...]) -> nn.Module:
+        return LocalConv(c_in, self.width, self.filter_size, spatial, self.padding,
+                         self.parameterization, self.sigma_w, self.sigma_b)
+
+    def build(self, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
+        return nn.Sequential(*self._body(input_shape), *self._vec_readout(input_shape, out_dim))
+
+
+@dataclasses.dataclass(kw_only=True)
+class CNNVec(_ConvNetwork):
+    """Convolutional network without pooling: flattened last feature map, dense readout."""
+
+    name = "cnn_vec"
+
+    def build(self, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
+        return nn.Sequential(*self._body(input_shape), *self._vec_readout(input_shape, out_dim))
+
+
+@dataclasses.dataclass(kw_only=True)
+class CNNGAP(_ConvNetwork):
+    """Convolutional network with global average pooling (cyclic-shift invariant if circular)."""
+
+    name = "cnn_gap"
+
+    def build(self, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
+        return nn.Sequential(
+            *self._body(input_shape), GlobalAvgPool(), self._dense(self.width, out_dim)
+        )
+
+
+FAMILIES: dict[str, type[_Network]] = {
+    cls.name: cls for cls in (FCN, LCN, CNNVec, CNNGAP)
+}
+
+
+@hookimpl
+def register_architectures(register):
+    for cls in FAMILIES.values():
+        register(cls)

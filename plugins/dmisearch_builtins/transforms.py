@@ -1,0 +1,146 @@
+"""Built-in input transforms: a fixed random rotation, a fixed permutation, a random shift.
+
+``rotate`` and ``permute`` are fixed maps of the flattened input chosen by their ``seed``
+(the same for every sample, train and test alike); ``shift`` draws a cyclic translation per
+sample from the generator it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+import torch
+
+from dmisearch.components import Transform
+from dmisearch.hookspecs import hookimpl
+from dmisearch.seeding import derive_seed
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+@functools.lru_cache(maxsize=4)
+def _haar_orthogonal(seed: int, d: int) -> torch.Tensor:
+    """A Haar-random d x d orthogonal matrix (float64): QR of a Gaussian, signs fixed."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "rotate", d))
+    a = torch.randn((d, d), generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    # Without the sign fix Q is not Haar-distributed (Mezzadri 2007).
+    signs = torch.sign(torch.diagonal(r))
+    signs[signs == 0] = 1.0
+    return q * signs  # scales column j by signs[j]
+
+
+@functools.lru_cache(maxsize=16)
+def _permutation(seed: int, d: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(derive_seed(seed, "permute", d))
+    return torch.randperm(d, generator=g)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Rotate(Transform):
+    """A fixed Haar-random orthogonal rotation of the flattened input.
+
+    ``x_flat -> x_flat @ Q.T`` with Q drawn once from ``seed`` and the input size d; it
+    preserves norms and inner products, and destroys locality. An FCN trained by SGD is
+    equivariant to it (see SCIENCE.md).
+    """
+
+    name = "rotate"
+    seed: int = 0  # chooses Q (together with the flattened input size)
+
+    def check(self) -> None:
+        _check_seed(self.seed)
+
+    def matrix(self, d: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The rotation Q (d x d) applied to flattened inputs of size ``d``."""
+        return _haar_orthogonal(int(self.seed), int(d)).to(dtype)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, d = x.shape[0], math.prod(x.shape[1:])
+        q = self.matrix(d, x.dtype).to(x.device)
+        return (x.reshape(n, d) @ q.T).reshape(x.shape)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Permute(Transform):
+    """A fixed random permutation of the flattened input's coordinates (pixels).
+
+    Drawn once from ``seed`` and the input size; destroys locality but keeps each sample's
+    values. Coordinate-wise learners (e.g. an FCN trained by Adam) are equivariant to it.
+    """
+
+    name = "permute"
+    seed: int = 0  # chooses the permutation (together with the flattened input size)
+
+    def check(self) -> None:
+        _check_seed(self.seed)
+
+    def permutation(self, d: int) -> torch.Tensor:
+        """Indices ``p`` with ``out_flat[:, i] = x_flat[:, p[i]]`` for inputs of size ``d``."""
+        return _permutation(int(self.seed), int(d))
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, d = x.shape[0], math.prod(x.shape[1:])
+        p = self.permutation(d).to(x.device)
+        return x.reshape(n, d)[:, p].reshape(x.shape)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Shift(Transform):
+    """A random cyclic translation of each sample over every spatial axis.
+
+    Inputs are ``(n, C, *spatial)``; channels are never shifted. Offsets are drawn per
+    sample and per axis from the generator passed to ``apply``: uniform over all ``L``
+    positions of an axis of length L, or uniform in ``[-max_shift, max_shift]``.
+    """
+
+    name = "shift"
+    max_shift: int | None = None  # None: any offset 0..L-1; k: offsets in [-k, k] per axis
+
+    def check(self) -> None:
+        k = self.max_shift
+        if k is not None and (
+            isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0
+        ):
+            raise ValueError(f"max_shift must be None or an integer >= 0, got {k!r}")
+
+    def check_input(self, input_shape: tuple[int, ...]) -> str | None:
+        if len(input_shape) < 2:
+            return (
+                f"shift needs inputs shaped (channels, *spatial) with at least one spatial "
+                f"axis, got {tuple(input_shape)}"
+            )
+        return None
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        problem = self.check_input(tuple(x.shape[1:]))
+        if problem:
+            raise ValueError(problem)
+        n = x.shape[0]
+        for dim in range(2, x.ndim):  # spatial axes of the batch
+            length = x.shape[dim]
+            if self.max_shift is None:
+                off = torch.randint(0, length, (n,), generator=generator)
+            else:
+                k = int(self.max_shift)
+                off = torch.randint(-k, k + 1, (n,), generator=generator)
+            # torch.roll by s: out[..., i, ...] = x[..., (i - s) mod L, ...], per sample.
+            idx = (torch.arange(length)[None, :] - off[:, None]) % length  # (n, L)
+            view = [n] + [1] * (x.ndim - 1)
+            view[dim] = length
+            idx = idx.reshape(view).to(x.device).expand(x.shape)
+            x = torch.gather(x, dim, idx)
+        return x
+
+
+@hookimpl
+def register_transforms(register):
+    register(Rotate)
+    register(Permute)
+    register(Shift)
