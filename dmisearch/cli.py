@@ -234,7 +234,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":  # python -m dmisearch.cli
-    sys.exit(main())

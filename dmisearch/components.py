@@ -67,12 +67,12 @@ class Component(ABC):
         """The hyperparameters of this instance: what rebuilds it with ``type(self)(**params)``."""
         return {k: getattr(self, k) for k in self.param_defaults()}
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 (an optional hook, deliberately not abstract)
         """Raise ``ValueError`` (message naming the parameter and its value) if invalid.
 
         Called on every value a study can reach before the first trial runs, so a bad range
         fails in the first second. The default accepts everything.
-        """  # noqa: B027 - optional hook, deliberately not abstract
+        """
 
     @classmethod
     def summary(cls) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,7 +67,9 @@ def open_storage(url: str | None) -> BaseStorage:
         return JournalStorage(JournalFileBackend(str(p)))
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
-            return JournalStorage(JournalRedisBackend(url))
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.1
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return JournalStorage(JournalRedisBackend(url))
         except ImportError:
             raise DmisearchError("a redis:// storage needs the 'redis' package: "
                                  "pip install redis") from None

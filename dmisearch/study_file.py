@@ -56,7 +56,6 @@ SAMPLERS = {
     "gp": "GPSampler",
     "cmaes": "CmaEsSampler",
     "qmc": "QMCSampler",
-    "bruteforce": "BruteForceSampler",
 }
 PRUNERS = {
     "median": "MedianPruner",
@@ -106,7 +105,9 @@ class Pluggable:
         options = dict(self.options)
         if seed is not None and "seed" in inspect.signature(cls).parameters:
             options.setdefault("seed", seed)
-        return cls(**options)
+        with warnings.catch_warnings():  # e.g. TPE's group=True is "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(**options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,6 +374,7 @@ def _build_data(table: Mapping[str, Any], registry: Registry, pb: _Problems
         pb.add("data.name", f"missing: which data generator? Known: "
                             f"{', '.join(registry.names('data'))}")
         return None, (), None
+    before = len(pb.items)
     entry = _lookup(registry, "data", table["name"], "data.name", pb)
     params = {k: v for k, v in table.items() if k not in ("name", "transforms")}
     base = _instantiate(entry, params, "data", pb) if entry else None
@@ -409,6 +411,8 @@ def _build_data(table: Mapping[str, Any], registry: Registry, pb: _Problems
         if why:
             pb.add(f"data.transforms[{i}]", f"{t.name}: {why}")
     data = Composed(base=base, transforms=tuple(transforms))
+    if len(pb.items) > before:  # the draw below would only repeat what is reported
+        return data, tuple(entries), info
     try:  # a tiny draw now rather than a broken generator at trial 1
         n = 2 if info.n_available is None else min(2, info.n_available // 2)
         why = check_split(data.sample(n, n, 0), info, n, n)
@@ -535,6 +539,7 @@ def _build_search(
     explicit_pairs = "pairs" in se
     if explicit_pairs and ("models" in se or "algorithms" in se):
         pb.add("search.pairs", "give either pairs or models/algorithms, not both")
+    before = len(pb.items)
     models: dict[str, Entry] = {}
     algos: dict[str, Entry] = {}
     wanted: list[tuple[str, str, str]] = []  # (model, algorithm, key)
@@ -573,8 +578,9 @@ def _build_search(
             reasons = "; ".join(f"{m}/{a}: {w}" for m, a, w in excluded)
             pb.add("search", f"empty search: no (model, algorithm) pair can run on this data "
                              f"({reasons})")
-    used_m = {m for m, _ in pairs} or set(models)
-    used_a = {a for _, a in pairs} or set(algos)
+    used_m = {m for m, _ in pairs}
+    used_a = {a for _, a in pairs}
+    names_ok = len(pb.items) == before  # else "not searched" would repeat a lookup error
 
     space = se.get("space", {})
     if not isinstance(space, dict):
@@ -584,20 +590,21 @@ def _build_search(
         if key not in ("model", "algorithm"):
             pb.add(f"search.space.{key}", "unknown; use [search.space.model.<name>] or "
                                           "[search.space.algorithm.<name>]")
-    m_cands = _spaces(space.get("model", {}), "model", models, used_m, info, pb)
-    a_cands = _spaces(space.get("algorithm", {}), "algorithm", algos, used_a, info, pb)
+    m_cands = _spaces(space.get("model", {}), "model", models, used_m, info, pb, names_ok)
+    a_cands = _spaces(space.get("algorithm", {}), "algorithm", algos, used_a, info, pb,
+                      names_ok)
     return m_cands, a_cands, tuple(pairs), tuple(excluded)
 
 
 def _spaces(
     overrides: Any, prefix: str, entries: Mapping[str, Entry], used: set[str],
-    info: DataInfo | None, pb: _Problems,
+    info: DataInfo | None, pb: _Problems, names_ok: bool,
 ) -> dict[str, Candidate]:
     if not isinstance(overrides, dict):
         pb.add(f"search.space.{prefix}", f"must be a table of {prefix} names, got {overrides!r}")
         overrides = {}
     for name in overrides:
-        if name not in entries:
+        if name not in entries and names_ok:
             pb.add(f"search.space.{prefix}.{name}",
                    f"'{name}' is not searched{did_you_mean(name, entries)}; searched: "
                    f"{', '.join(entries) or '(none)'}")
@@ -677,9 +684,7 @@ def _build_pluggable(
             return fallback
     plug = Pluggable(cls_name, options)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            plug.build(module, seed)
+        plug.build(module, seed)
     except Exception as exc:
         pb.add(key, f"{cls_name}({json.dumps(options, default=str)[1:-1]}) failed: {exc}")
         return fallback

@@ -71,3 +71,11 @@ def dump_toml(doc: dict[str, Any]) -> str:
 
     table("", doc)
     return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def test_registry():
+    """Installed plugins plus the test plugin of ``testplugins.py``."""
+    from testplugins import TestPlugin
+
+    return load_registry(plugins=[TestPlugin()])

@@ -1,0 +1,113 @@
+"""The dmisearch command: help, plugin listing, running and resuming, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import dump_toml
+
+from dmisearch.cli import main
+
+BUILTIN_NAMES = {"fcn", "lcn", "cnn_vec", "cnn_gap", "sgd", "adam", "teacher", "digits",
+                 "rotate", "permute", "shift"}
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dmisearch", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args", [[], ["run"], ["plugins"]])
+def test_every_command_has_help(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: dmisearch" in out and "exit codes" in out
+
+
+def test_run_help_lists_the_overrides(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--n-trials", "--timeout", "--storage", "--device", "--seed", "--debug"):
+        assert opt in out
+
+
+def test_plugins_json_lists_every_builtin_with_its_package():
+    res = cli("plugins", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    names = {c["name"]: c for c in doc["components"]}
+    assert BUILTIN_NAMES <= set(names)
+    assert all(names[n]["package"] == "dmisearch" and names[n]["version"] for n in BUILTIN_NAMES)
+    assert names["fcn"]["kind"] == "architecture" and names["digits"]["kind"] == "data"
+    assert names["sgd"]["params"]["lr"] == 0.05
+    assert doc["problems"] == []
+    assert {p["name"] for p in doc["plugins"]} >= {"builtin-architectures", "builtin-data"}
+
+
+def test_plugins_text(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for title in ("data generators:", "transforms:", "architectures:", "algorithms:"):
+        assert title in out
+    assert "cnn_gap" in out and "builtin-architectures: loaded" in out
+
+
+def test_run_prints_leaderboard_and_resumes(tmp_path, tiny_doc):
+    study = tmp_path / "tiny.toml"
+    study.write_text(dump_toml(tiny_doc))
+    storage = f"journal:{tmp_path / 'j.log'}"
+    res = cli("run", str(study), "--storage", storage, "--n-trials", "2")
+    assert res.returncode == 0, res.stderr
+    assert "Leaderboard of study 'tiny'" in res.stdout
+    assert "teacher |" in res.stdout and "2 finished trials stored in journal file" in res.stdout
+    assert "trial    0" in res.stderr and "Traceback" not in res.stderr
+    res = cli("run", str(study), "--storage", storage, "--n-trials", "3", "--seed", "1")
+    assert res.returncode == 0, res.stderr
+    assert "3 finished trials" in res.stdout and "trial    2" in res.stderr
+    assert "trial    0" not in res.stderr  # resumed, not restarted
+
+
+def test_default_storage_is_the_embedded_journal(tmp_path, tiny_doc, monkeypatch):
+    monkeypatch.delenv("DMISEARCH_STORAGE", raising=False)
+    study = tmp_path / "tiny.toml"
+    tiny_doc["search"]["n_trials"] = 1
+    study.write_text(dump_toml(tiny_doc))
+    res = cli("run", str(study), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / ".dmisearch" / "journal.log").stat().st_size > 0
+    assert f"journal file {tmp_path / '.dmisearch' / 'journal.log'}" in res.stdout
+
+
+def test_bad_study_exits_1_with_one_paragraph_and_no_traceback(tmp_path, tiny_doc, capsys):
+    tiny_doc["search"]["models"] = ["fcnn"]
+    study = tmp_path / "bad.toml"
+    study.write_text(dump_toml(tiny_doc))
+    assert main(["run", str(study), "--storage", "memory"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dmisearch: error: {study}: 1 problem, nothing was run:")
+    assert "search.models[0]: unknown architecture 'fcnn' (did you mean 'fcn'?)" in err
+    assert "Traceback" not in err
+    assert main(["run", str(study), "--storage", "memory", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "x.toml", "--n-trials", "0"])
+    assert info.value.code == 2
+    assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_storage_passwords_are_never_printed(tmp_path, tiny_doc, capsys):
+    study = tmp_path / "tiny.toml"
+    study.write_text(dump_toml(tiny_doc))
+    url = "postgresql://bob:hunter2@127.0.0.1:1/nodb"
+    assert main(["run", str(study), "--storage", url]) == 1
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "bob:***@127.0.0.1:1" in err

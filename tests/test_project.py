@@ -1,0 +1,39 @@
+"""The set-up contract: README commands, CI script and docs stay true to each other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(python -m pip install .*?)\n```", text)
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    run, test = readme_commands()[:2]
+    assert run.endswith("dmisearch run studies/quickstart.toml")
+    assert test.endswith("python -m pytest")
+    assert (ROOT / "studies" / "quickstart.toml").is_file()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci_lines
+    # torch pinned before anything can ask for an unpinned one
+    first_torch = next(i for i, line in enumerate(ci_lines) if "torch" in line and
+                       "install" in line)
+    assert '"torch==2.13.0"' in ci_lines[first_torch]
+
+
+def test_docs_name_every_study_file_section_and_key():
+    from dmisearch.study_file import SECTIONS
+
+    doc = (ROOT / "docs" / "study-files.md").read_text()
+    for section, keys in SECTIONS.items():
+        assert f"## `[{section}]`" in doc, section
+        for key in keys:
+            assert f"`{key}`" in doc, f"[{section}] {key} is undocumented"

@@ -1,0 +1,154 @@
+"""Studies end to end in real Optuna storage: curves on trials, resume, failures, pruning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dmisearch.errors import DmisearchError, StudyMismatchError
+from dmisearch.metrics import aulc, floor_for
+from dmisearch.objective import TRIAL_ATTRS
+from dmisearch.runner import MAX_FAIL_STREAK, run_study
+from dmisearch.storage import open_storage
+from dmisearch.study_file import build_spec
+
+
+@pytest.fixture
+def journal(tmp_path) -> str:
+    return f"journal:{tmp_path / 'studies.log'}"
+
+
+def reload(spec) -> optuna.Study:
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
+
+
+def test_trials_carry_their_full_learning_curve(tiny_doc, registry, journal):
+    spec = build_spec(tiny_doc, registry, storage=journal)
+    run_study(spec)
+    study = reload(spec)  # read back from the file, not from memory
+    trials = study.get_trials(states=[TrialState.COMPLETE])
+    assert len(trials) == 3
+    for t in trials:
+        attrs = t.user_attrs
+        assert set(TRIAL_ATTRS) <= set(attrs), set(TRIAL_ATTRS) - set(attrs)
+        curve = attrs["curve"]
+        assert curve["size"] == [8, 8, 16, 16] and curve["seed"] == [0, 1, 0, 1]
+        assert all(e >= 0 and math.isfinite(e) for e in curve["test_error"] + curve["train_error"])
+        assert t.params["pair"] == f"{attrs['model']}/{attrs['algorithm']}"
+        assert attrs["packages"]["model"]["package"] == "dmisearch"
+        assert attrs["packages"]["data"]["name"] == "teacher"
+        assert attrs["device"] == "cpu" and attrs["metric"] == "mse"
+        # the stored value is the aulc recomputed from the stored curve
+        errs = np.array(curve["test_error"]).reshape(2, 2).mean(1)
+        base = attrs["baseline_error"]
+        assert t.value == pytest.approx(aulc(np.array([8, 16]), errs, base,
+                                             floor_for("mse", 32, base)))
+        assert attrs["scores"]["aulc"] == pytest.approx(t.value)
+        assert sorted(t.intermediate_values) == [8, 16]
+        assert attrs["model_params"]["width"] == (16 if attrs["model"] == "fcn" else 4)
+
+
+def test_rerun_resumes_and_extends(tiny_doc, registry, journal):
+    first = run_study(build_spec(tiny_doc, registry, storage=journal, n_trials=2))
+    before = [(t.number, t.params, t.value) for t in first.trials]
+    run_study(build_spec(tiny_doc, registry, storage=journal, n_trials=2))  # nothing to do
+    assert len(reload(build_spec(tiny_doc, registry, storage=journal)).trials) == 2
+    study = run_study(build_spec(tiny_doc, registry, storage=journal, n_trials=4))
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [(t.number, t.params, t.value) for t in study.trials[:2]] == before
+
+
+def test_resume_with_a_different_study_file_is_refused(tiny_doc, registry, journal):
+    run_study(build_spec(tiny_doc, registry, storage=journal, n_trials=1))
+    tiny_doc["data"]["noise"] = 0.5
+    with pytest.raises(StudyMismatchError, match="different data"):
+        run_study(build_spec(tiny_doc, registry, storage=journal))
+    tiny_doc["data"]["noise"] = 0.0
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = 0.1  # spaces may change
+    run_study(build_spec(tiny_doc, registry, storage=journal, n_trials=2))
+
+
+def test_same_seed_same_trials_and_curves(tiny_doc, registry):
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1}
+    runs = [run_study(build_spec(tiny_doc, registry, storage="memory")) for _ in range(2)]
+    a, b = ([(t.params, t.user_attrs["curve"]["test_error"]) for t in r.trials] for r in runs)
+    assert a == b
+
+
+def _mean_test_doc(tiny_doc, algorithms, n_trials):
+    tiny_doc["search"] = {"models": ["fcn"], "algorithms": algorithms, "n_trials": n_trials,
+                          "seed": 0, "pruner": "none", "sampler": "random"}
+    return tiny_doc
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_doc, test_registry):
+    doc = _mean_test_doc(tiny_doc, ["mean_test", "fail_test"], 6)
+    study = run_study(build_spec(doc, test_registry, storage="memory"))
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 6 and TrialState.FAIL in states
+    failed = next(t for t in study.trials if t.state == TrialState.FAIL)
+    assert failed.user_attrs["error"] == "RuntimeError: plugin exploded"
+    assert "fit_predict" in failed.user_attrs["traceback"]
+    assert failed.user_attrs["model"] == "fcn"  # the triplet is known even for failures
+
+
+def test_a_study_where_every_trial_fails_stops_with_a_summary(tiny_doc, test_registry):
+    doc = _mean_test_doc(tiny_doc, ["fail_test"], 50)
+    spec = build_spec(doc, test_registry, storage="memory")
+    with pytest.raises(DmisearchError) as info:
+        run_study(spec)
+    assert f"the last {MAX_FAIL_STREAK} trials" in str(info.value)
+    assert f"{MAX_FAIL_STREAK}x RuntimeError: plugin exploded" in str(info.value)
+
+
+def test_divergence_prunes_with_the_reason(tiny_doc, test_registry):
+    study = run_study(build_spec(_mean_test_doc(tiny_doc, ["nan_test"], 2), test_registry,
+                                 storage="memory"))
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs["pruned_reason"].startswith("diverged: non-finite loss or "
+                                                        "predictions at n=8, seed=0")
+        assert len(t.user_attrs["curve"]["size"]) == 1  # the partial curve is kept
+
+
+def test_pruner_stops_after_the_first_size(tiny_doc, test_registry):
+    doc = _mean_test_doc(tiny_doc, ["mean_test"], 2)
+    doc["search"]["pruner"] = {"name": "threshold", "upper": -100.0}
+    study = run_study(build_spec(doc, test_registry, storage="memory"))
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert study.trials[0].user_attrs["pruned_reason"] == "pruner stopped it after n=8"
+
+
+def test_interrupt_marks_the_trial_failed_and_rerun_resumes(tiny_doc, test_registry, journal,
+                                                            monkeypatch):
+    from testplugins import Interrupting
+
+    spec = build_spec(_mean_test_doc(tiny_doc, ["interrupt_test"], 2), test_registry,
+                      storage=journal)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec)
+    (t,) = reload(spec).trials
+    assert t.state == TrialState.FAIL and "interrupted" in t.user_attrs["error"]
+    monkeypatch.setattr(Interrupting, "armed", False)
+    study = run_study(spec)  # the same command again
+    assert [t.state for t in study.trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+
+
+def test_n_to_target_never_reached_is_inf_and_flagged(tiny_doc, test_registry):
+    doc = _mean_test_doc(tiny_doc, ["mean_test"], 1)
+    doc["objective"] = {"name": "n_to_target", "target": 1e-6}
+    (t,) = run_study(build_spec(doc, test_registry, storage="memory")).trials
+    assert t.state == TrialState.COMPLETE and t.value == math.inf
+    assert t.user_attrs["scores"]["n_to_target_status"] == "not_reached"
+
+
+def test_timeout_bounds_a_run_without_n_trials(tiny_doc, test_registry):
+    doc = _mean_test_doc(tiny_doc, ["mean_test"], 1)
+    del doc["search"]["n_trials"]
+    doc["search"]["timeout"] = 0.5
+    study = run_study(build_spec(doc, test_registry, storage="memory"))
+    assert len(study.trials) >= 1

@@ -1,0 +1,116 @@
+"""Storage strings, real servers (PostgreSQL, Redis) and several local worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+from conftest import dump_toml
+from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
+from optuna.trial import TrialState
+
+from dmisearch.errors import DmisearchError
+from dmisearch.runner import run_study
+from dmisearch.storage import describe, mask, open_storage
+from dmisearch.study_file import build_spec
+
+POSTGRES = os.environ.get("DMISEARCH_TEST_POSTGRES",
+                          "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("DMISEARCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _reachable_postgres() -> str | None:
+    try:
+        import sqlalchemy as sa
+
+        with sa.create_engine(POSTGRES).connect() as conn:
+            conn.execute(sa.text("select 1"))
+        return None
+    except Exception as exc:
+        return f"no PostgreSQL server at {mask(POSTGRES)}: {type(exc).__name__}"
+
+
+def _reachable_redis() -> str | None:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS, socket_connect_timeout=2).ping()
+        return None
+    except Exception as exc:
+        return f"no Redis server at {REDIS}: {type(exc).__name__}"
+
+
+def test_storage_strings(tmp_path):
+    assert isinstance(open_storage("memory"), InMemoryStorage)
+    assert isinstance(open_storage(f"journal:{tmp_path}/a/b.log"), JournalStorage)
+    assert (tmp_path / "a").is_dir()
+    assert isinstance(open_storage(str(tmp_path / "c.journal")), JournalStorage)
+    assert isinstance(open_storage(f"sqlite:///{tmp_path}/s.db"), RDBStorage)
+    with pytest.raises(DmisearchError, match="not understood"):
+        open_storage("ftp://nowhere")
+    assert describe(f"journal:{tmp_path}/x.log") == f"journal file {tmp_path}/x.log"
+
+
+def test_mask_hides_passwords_only():
+    assert mask("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert mask("see redis://:pw@h:1/0 and sqlite:///a.db") == (
+        "see redis://:***@h:1/0 and sqlite:///a.db")
+    assert mask("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def _run_on(url: str, tiny_doc, registry) -> None:
+    tiny_doc["study"]["name"] = f"test-{uuid.uuid4().hex[:10]}"
+    spec = build_spec(tiny_doc, registry, storage=url, n_trials=2)
+    try:
+        run_study(spec)
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+        assert all(len(t.user_attrs["curve"]["test_error"]) == 4 for t in study.trials)
+        run_study(build_spec(tiny_doc, registry, storage=url, n_trials=3))  # resumes
+        assert len(optuna.load_study(study_name=spec.name,
+                                     storage=open_storage(url)).trials) == 3
+    finally:
+        optuna.delete_study(study_name=spec.name, storage=open_storage(url))
+
+
+def test_sqlite(tmp_path, tiny_doc, registry):
+    _run_on(f"sqlite:///{tmp_path}/s.db", tiny_doc, registry)
+
+
+def test_postgresql(tiny_doc, registry):
+    why = _reachable_postgres()
+    if why:
+        pytest.skip(why)
+    _run_on(POSTGRES, tiny_doc, registry)
+
+
+def test_redis_journal(tiny_doc, registry):
+    why = _reachable_redis()
+    if why:
+        pytest.skip(why)
+    _run_on(REDIS, tiny_doc, registry)
+
+
+def test_several_local_processes_share_the_embedded_journal(tmp_path, tiny_doc):
+    tiny_doc["search"]["n_trials"] = 6
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(dump_toml(tiny_doc))
+    storage = f"journal:{tmp_path / 'shared.log'}"
+    cmd = [sys.executable, "-m", "dmisearch", "run", str(study_file), "--storage", storage,
+           "--no-progress"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "locked" not in err
+    study = optuna.load_study(study_name="tiny", storage=open_storage(storage))
+    states = [t.state for t in study.trials]
+    # Each process stops once it sees 6 finished trials; ones already running then finish.
+    assert 6 <= states.count(TrialState.COMPLETE) <= 8 and TrialState.FAIL not in states
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+    assert all(len(t.user_attrs["curve"]["test_error"]) == 4 for t in study.trials)
