@@ -21,7 +21,7 @@ from dmisearch.components import (
     Transform,
 )
 from dmisearch.errors import DmisearchError, PluginError, StudyFileError, UnknownComponentError
-from dmisearch.hookspecs import hookimpl, hookspec
+from dmisearch.hookspecs import hookimpl
 from dmisearch.plugins import Registry, load_registry
 from dmisearch.training import MinibatchAlgorithm
 
@@ -49,6 +49,5 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "hookimpl",
-    "hookspec",
     "load_registry",
 ]

@@ -5,7 +5,7 @@ An optimiser plugin subclasses :class:`MinibatchAlgorithm` and implements one me
 to dmisearch, so every optimiser gets the same, documented training protocol:
 
 * the module is built by the architecture with torch's RNG seeded from the job's seed, on
-  the CPU in float32, then moved to the run's device and dtype;
+  the CPU in torch's default dtype, then moved to the run's device and dtype;
 * training length is ``steps`` optimiser steps, or ``ceil(epochs * (n // batch))`` when
   ``epochs`` is set; the batch is ``min(batch_size, n)``;
 * minibatches walk through a fresh random permutation of the training set each epoch,
@@ -66,7 +66,9 @@ class MinibatchAlgorithm(Algorithm):
         """Optimiser steps for a training set of ``n`` samples."""
         if self.epochs is None:
             return self.steps
-        return max(1, math.ceil(self.epochs * (n // min(self.batch_size, n))))
+        per_epoch = n // min(self.batch_size, n)
+        # round() first: 1.1 * 50 is 55.000000000000007 in floating point, not 56 steps
+        return max(1, math.ceil(round(self.epochs * per_epoch, 9)))
 
     def fit_predict(
         self, model: Architecture, jobs: Sequence[Job], ctx: RunContext

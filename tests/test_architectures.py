@@ -23,6 +23,15 @@ CONV_FAMILIES = ("lcn", "cnn_vec", "cnn_gap")
 SHAPES = {1: (2, 7), 2: (2, 5, 6)}  # (C, L) and (C, H, W); H != W catches transposed axes
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead, and spin badly on a busy machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def f64():
     """Build in float64 so that exactness claims are tested to float64 rounding."""
@@ -132,7 +141,7 @@ def test_ntk_and_standard_same_function_scaled_gradients(f64, name, nd, padding,
     layers_std = [m for m in std.modules() if hasattr(m, "weight")]
     layers_ntk = [m for m in ntk.modules() if hasattr(m, "weight")]
     assert len(layers_std) == len(layers_ntk) == depth + 1
-    for ls, ln in zip(layers_std, layers_ntk):
+    for ls, ln in zip(layers_std, layers_ntk, strict=True):
         assert type(ls) is type(ln)
         s_w = sigma_w / math.sqrt(_fan_in(ls))
         # the stored standard weight is the NTK one times the same factor
@@ -159,7 +168,7 @@ def loop_conv(x, w, b, padding):
 
     def tap(pos):
         idx = []
-        for p, size in zip(pos, spatial):
+        for p, size in zip(pos, spatial, strict=True):
             if padding == "circular":
                 p %= size
             elif not 0 <= p < size:
@@ -170,7 +179,7 @@ def loop_conv(x, w, b, padding):
     for out_pos in itertools.product(*(range(s) for s in spatial)):
         acc = b.expand(n, c_out).clone()
         for offs in itertools.product(range(k), repeat=nd):
-            v = tap([o + j - left for o, j in zip(out_pos, offs)])
+            v = tap([o + j - left for o, j in zip(out_pos, offs, strict=True)])
             if v is not None:
                 acc = acc + v @ w[(slice(None), slice(None), *offs)].T
         y[(slice(None), slice(None), *out_pos)] = acc
