@@ -31,9 +31,10 @@ def _mean_curve(attrs: dict[str, Any]) -> dict[int, float]:
 def leaderboard(study: optuna.Study) -> pd.DataFrame:
     """The best trial of each triplet, best first.
 
-    One row per (data, model, algorithm) with at least one complete trial: its best score,
-    that trial's number, how many trials of the triplet completed, were pruned or failed,
-    its mean test error per training size (``curve``) and its searched hyperparameters.
+    One row per (data, model, algorithm) tried: its best score, that trial's number, how
+    many trials of the triplet completed, were pruned or failed, its mean test error per
+    training size (``curve``) and its searched hyperparameters. Triplets with no complete
+    trial (all pruned or failed) come last, with a NaN score.
     """
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for t in study.get_trials(deepcopy=False):
@@ -42,7 +43,7 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
             continue
         data = (t.user_attrs.get("data") or {}).get("label", "?")
         row = rows.setdefault((data, model, algo), {
-            "data": data, "model": model, "algorithm": algo, "score": math.inf,
+            "data": data, "model": model, "algorithm": algo, "score": math.nan,
             "trial": None, "complete": 0, "pruned": 0, "failed": 0, "curve": {}, "params": {},
         })
         if t.state == TrialState.COMPLETE:
@@ -54,10 +55,11 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
             row["pruned"] += 1
         elif t.state == TrialState.FAIL:
             row["failed"] += 1
-    ranked = sorted((r for r in rows.values() if r["trial"] is not None),
-                    key=lambda r: r["score"])
+    ranked = sorted(rows.values(), key=lambda r: (r["trial"] is None, r["score"]))
     df = pd.DataFrame(ranked, columns=LEADERBOARD_COLUMNS[1:])
-    df.insert(0, "rank", range(1, len(df) + 1))
+    ranks = [i + 1 if r["trial"] is not None else None for i, r in enumerate(ranked)]
+    df.insert(0, "rank", pd.array(ranks, dtype="Int64"))
+    df["trial"] = pd.array(list(df["trial"]), dtype="Int64")
     return df
 
 
@@ -67,16 +69,18 @@ def format_leaderboard(df: pd.DataFrame, objective: str) -> str:
         return "no complete trials yet"
 
     def fmt(v: Any) -> str:
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return "-"
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
     def short_param(k: str) -> str:
         return k.split(".")[-1]
 
     table = pd.DataFrame({
-        "#": df["rank"],
+        "#": [fmt(v) for v in df["rank"]],
         "triplet": df["data"] + " | " + df["model"] + " | " + df["algorithm"],
         objective: [fmt(v) for v in df["score"]],
-        "trial": df["trial"],
+        "trial": [fmt(v) for v in df["trial"]],
         "done/pruned/failed": [f"{c}/{p}/{f}" for c, p, f in
                                zip(df["complete"], df["pruned"], df["failed"], strict=True)],
         "test error by n": [" ".join(f"{n}:{e:.3g}" for n, e in c.items()) for c in df["curve"]],

@@ -111,3 +111,14 @@ def test_storage_passwords_are_never_printed(tmp_path, tiny_doc, capsys):
     assert main(["run", str(study), "--storage", url]) == 1
     err = capsys.readouterr().err
     assert "hunter2" not in err and "bob:***@127.0.0.1:1" in err
+
+
+def test_the_shipped_quickstart_runs(tmp_path):
+    """The README's first command, shortened to 3 trials, on the default embedded storage."""
+    from pathlib import Path
+
+    quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
+    res = cli("run", str(quickstart), "--n-trials", "3", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "Leaderboard of study 'quickstart'" in res.stdout and "digits |" in res.stdout
+    assert "3 finished trials stored in journal file" in res.stdout

@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from dmisearch.analysis import format_leaderboard, leaderboard
 from dmisearch.errors import DmisearchError, StudyMismatchError
 from dmisearch.metrics import aulc, floor_for
 from dmisearch.objective import TRIAL_ATTRS
@@ -94,6 +96,18 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_doc, test_regist
     assert failed.user_attrs["error"] == "RuntimeError: plugin exploded"
     assert "fit_predict" in failed.user_attrs["traceback"]
     assert failed.user_attrs["model"] == "fcn"  # the triplet is known even for failures
+    board = leaderboard(study)
+    assert list(board["algorithm"]) == ["mean_test", "fail_test"]
+    assert board["rank"].tolist() == [1, pd.NA] and math.isnan(board["score"][1])
+    assert board["complete"].tolist() == [6, 0]
+    assert board["failed"].tolist() == [0, states.count(TrialState.FAIL)]
+    best = min((t for t in study.trials if t.state == TrialState.COMPLETE),
+               key=lambda t: t.value)
+    assert board["trial"][0] == best.number and board["score"][0] == best.value
+    assert board["params"][0] == {k: v for k, v in best.params.items() if k != "pair"}
+    assert "algorithm.mean_test.shrink" in board["params"][0]
+    text = format_leaderboard(board, "aulc")
+    assert "flat" not in text and "teacher | fcn | fail_test" in text
 
 
 def test_a_study_where_every_trial_fails_stops_with_a_summary(tiny_doc, test_registry):
