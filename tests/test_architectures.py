@@ -23,13 +23,7 @@ CONV_FAMILIES = ("lcn", "cnn_vec", "cnn_gap")
 SHAPES = {1: (2, 7), 2: (2, 5, 6)}  # (C, L) and (C, H, W); H != W catches transposed axes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead, and spin badly on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

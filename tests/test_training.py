@@ -25,13 +25,7 @@ SHAPE = (1, 8)  # one sample: (channels, length); the FCN sees d = 8
 D = math.prod(SHAPE)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead, and spin badly on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @dataclasses.dataclass(kw_only=True)
