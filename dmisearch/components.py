@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from optuna.distributions import BaseDistribution
@@ -163,6 +163,10 @@ class Transform(Component):
 # Models
 # --------------------------------------------------------------------------------------------
 
+#: ``f(params, buffers, x) -> out`` over K stacked modules: see ``Architecture.forward_batched``.
+BatchedForward = Callable[[Mapping[str, "torch.Tensor"], Mapping[str, "torch.Tensor"],
+                           "torch.Tensor"], "torch.Tensor"]
+
 
 class Architecture(Component):
     """Builds a ``torch.nn.Module`` mapping ``(n, *input_shape)`` to ``(n, out_dim)``."""
@@ -197,6 +201,24 @@ class Architecture(Component):
         The engine seeds that RNG per job; build on the CPU in the default dtype and do not
         move the module: the engine places it.
         """
+
+    def forward_batched(self, module: torch.nn.Module) -> BatchedForward:
+        """A function computing K modules shaped like ``module`` at once.
+
+        It is called as ``f(params, buffers, x)`` with ``params`` and ``buffers`` the K
+        modules' tensors stacked along a leading axis (``torch.func.stack_module_state``,
+        keyed like ``module.named_parameters()``) and ``x`` of shape ``(K, B, *input_shape)``,
+        and returns ``(K, B, out_dim)``. Job ``k``'s output must equal ``module`` run with
+        the ``k``-th slices, to rounding. The default vectorises ``functional_call`` with
+        ``torch.func.vmap``, which serves any plain ``nn.Module``; override it with a faster
+        batched form (batched matrix products, grouped convolutions) where one exists.
+        """
+        from torch.func import functional_call, vmap
+
+        def one(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(module, (params, buffers), (x,))
+
+        return vmap(one)
 
 
 # --------------------------------------------------------------------------------------------

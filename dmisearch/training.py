@@ -23,7 +23,7 @@ import dataclasses
 import math
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +46,27 @@ class MinibatchAlgorithm(Algorithm):
     batch_size: int = 64  # minibatch size (capped at the training-set size)
     weight_decay: float = 0.0  # L2 penalty, as torch.optim applies it
 
+    #: Hyperparameters that may differ between jobs trained in one fused program; they
+    #: reach ``fused_optimizer`` per job. Jobs differing in any other one never fuse.
+    per_job: ClassVar[frozenset[str]] = frozenset()
+
     @abstractmethod
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """A torch optimiser over ``params`` configured from this algorithm's hyperparameters."""
+
+    @classmethod
+    def fused_optimizer(cls, params: Sequence[torch.Tensor], algos: Sequence[MinibatchAlgorithm],
+                        steps: int) -> Any:
+        """An optimiser over stacked parameters ``(K, ...)``, one job per leading index.
+
+        ``algos[k]`` is job k's algorithm; they differ only in ``per_job`` hyperparameters.
+        Returns an object with ``zero_grad()`` and ``step()`` (a ``torch.optim.Optimizer``
+        or a ``dmisearch.optim.FusedOptimizer``) that updates each job exactly as
+        ``make_optimizer`` would on its own. The default applies ``make_optimizer`` to the
+        stack, which is exact for element-wise optimisers (SGD, Adam, RMSprop, ...) since
+        ``per_job`` is empty; override it for per-job hyperparameters.
+        """
+        return algos[0].make_optimizer(params)
 
     def check(self) -> None:
         if not self.lr > 0:
@@ -73,7 +91,9 @@ class MinibatchAlgorithm(Algorithm):
     def fit_predict(
         self, model: Architecture, jobs: Sequence[Job], ctx: RunContext
     ) -> list[Predictions]:
-        return [train_one(self, model, job, ctx) for job in jobs]
+        from dmisearch import engine
+
+        return engine.train([engine.Member(model, self, job) for job in jobs], ctx)
 
 
 def build_module(model: Architecture, seed: int, ctx: RunContext) -> torch.nn.Module:
@@ -108,7 +128,11 @@ def predict(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def train_one(
     algo: MinibatchAlgorithm, model: Architecture, job: Job, ctx: RunContext
 ) -> Predictions:
-    """Train one module for one job: the plain PyTorch loop (also the engine's oracle)."""
+    """Train one module for one job: the plain PyTorch loop.
+
+    The reference the fused engine (``dmisearch.engine``) is tested against, and the
+    one-model-at-a-time baseline of the benchmarks.
+    """
     module = build_module(model, job.seed, ctx)
     opt = algo.make_optimizer(module.parameters())
     n = job.size

@@ -8,11 +8,12 @@ The training protocol (initialisation, batches, losses, divergence) is
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
 from dmisearch.hookspecs import hookimpl
+from dmisearch.optim import FusedAdam, FusedSGD
 from dmisearch.space import Categorical, Float, Int
 from dmisearch.training import MinibatchAlgorithm
 
@@ -34,6 +35,7 @@ class SGD(MinibatchAlgorithm):
 
     space = {"lr": Float(1e-3, 1.0, log=True), "momentum": Categorical((0.0, 0.9)),
              **_SHARED_SPACE}
+    per_job = frozenset({"lr", "momentum", "weight_decay"})
 
     def check(self) -> None:
         super().check()
@@ -45,6 +47,11 @@ class SGD(MinibatchAlgorithm):
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
                                nesterov=self.nesterov, weight_decay=self.weight_decay)
+
+    @classmethod
+    def fused_optimizer(cls, params: Sequence[torch.Tensor], algos: Sequence[SGD],
+                        steps: int) -> FusedSGD:
+        return FusedSGD(params, _hyper(algos, cls.per_job), nesterov=algos[0].nesterov)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -58,6 +65,7 @@ class Adam(MinibatchAlgorithm):
     eps: float = 1e-8  # denominator offset
 
     space = {"lr": Float(1e-4, 3e-2, log=True), **_SHARED_SPACE}
+    per_job = frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"})
 
     def check(self) -> None:
         super().check()
@@ -71,6 +79,17 @@ class Adam(MinibatchAlgorithm):
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.lr, betas=(self.beta1, self.beta2),
                                 eps=self.eps, weight_decay=self.weight_decay)
+
+    @classmethod
+    def fused_optimizer(cls, params: Sequence[torch.Tensor], algos: Sequence[Adam],
+                        steps: int) -> FusedAdam:
+        return FusedAdam(params, _hyper(algos, cls.per_job), steps)
+
+
+def _hyper(algos: Sequence[object], names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Per-job hyperparameters as float64 tensors of shape (K,)."""
+    return {n: torch.tensor([float(getattr(a, n)) for a in algos], dtype=torch.float64)
+            for n in names}
 
 
 @hookimpl

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
+import torch
 from torch import nn
 
-from dmisearch.components import Architecture
+from dmisearch.components import Architecture, BatchedForward
 from dmisearch.hookspecs import hookimpl
 from dmisearch.space import Categorical, Int
 from dmisearch_builtins.layers import (
@@ -75,6 +77,39 @@ class _Network(Architecture):
 
     def _dense(self, fan_in: int, fan_out: int) -> Dense:
         return Dense(fan_in, fan_out, self.parameterization, self.sigma_w, self.sigma_b)
+
+    def forward_batched(self, module: nn.Module) -> BatchedForward:
+        """K networks at once: batched matrix products for dense layers, grouped
+        convolutions for convolutions, batched einsums for locally connected layers.
+
+        Between filter layers activations stay in the grouped layout ``(n, K * c, *s)``;
+        they return to ``(K, n, ...)`` at the first flatten, pooling or dense layer.
+        """
+        layers = list(module.named_children())
+
+        def forward(params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                    x: torch.Tensor) -> torch.Tensor:
+            k, n = x.shape[:2]
+            h, grouped = x, False
+            for name, layer in layers:
+                if isinstance(layer, (Conv, LocalConv)):
+                    if not grouped:
+                        h, grouped = h.transpose(0, 1).flatten(1, 2), True
+                    h = layer.batched(params[f"{name}.weight"], params[f"{name}.bias"], h)
+                elif isinstance(layer, Dense):
+                    h = layer.batched(params[f"{name}.weight"], params[f"{name}.bias"], h)
+                elif isinstance(layer, Activation):
+                    h = layer(h)
+                elif isinstance(layer, (nn.Flatten, GlobalAvgPool)):
+                    if grouped:
+                        h, grouped = h.reshape(n, k, -1, *h.shape[2:]).transpose(0, 1), False
+                    h = h.flatten(3).mean(-1) if isinstance(layer, GlobalAvgPool) else (
+                        h.flatten(2))
+                else:  # pragma: no cover - build() only uses the layers above
+                    raise TypeError(f"no batched form for {type(layer).__name__}")
+            return h
+
+        return forward
 
 
 @dataclasses.dataclass(kw_only=True)

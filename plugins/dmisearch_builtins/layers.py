@@ -70,7 +70,15 @@ class _Affine(nn.Module):
         self.bias = nn.Parameter(b)
 
     def scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.weight * self.w_scale, self.bias * self.b_scale
+        return self.scale(self.weight, self.bias)
+
+    def scale(self, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effective weight and bias (also for stacked ones); a scale of 1 costs nothing."""
+        if self.w_scale != 1.0:
+            w = w * self.w_scale
+        if self.b_scale != 1.0:
+            b = b * self.b_scale
+        return w, b
 
 
 class Dense(_Affine):
@@ -84,6 +92,11 @@ class Dense(_Affine):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.scaled()
         return F.linear(x, w, b)
+
+    def batched(self, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """K layers at once: weights (K, out, in), biases (K, out), x (K, n, in)."""
+        w, b = self.scale(w, b)
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
 
 def same_pad(x: torch.Tensor, k: int, nd: int, padding: str) -> torch.Tensor:
@@ -108,6 +121,15 @@ class Conv(_Affine):
         w, b = self.scaled()
         conv = F.conv1d if self.nd == 1 else F.conv2d
         return conv(same_pad(x, self.k, self.nd, self.padding), w, b)
+
+    def batched(self, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """K layers as one grouped convolution: weights (K, c_out, c_in, *k), biases
+        (K, c_out), x (n, K * c_in, *s) -> (n, K * c_out, *s)."""
+        k = w.shape[0]
+        w, b = self.scale(w, b)
+        conv = F.conv1d if self.nd == 1 else F.conv2d
+        return conv(same_pad(x, self.k, self.nd, self.padding), w.flatten(0, 1), b.flatten(),
+                    groups=k)
 
 
 def patches(x: torch.Tensor, k: int, nd: int) -> torch.Tensor:
@@ -142,6 +164,16 @@ class LocalConv(_Affine):
         cols = patches(same_pad(x, self.k, self.nd, self.padding), self.k, self.nd)
         y = torch.einsum("njp,poj->nop", cols, w) + b.T  # (n, c_out, P)
         return y.reshape(x.shape[0], -1, *self.spatial)
+
+    def batched(self, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """K layers at once: weights (K, P, c_out, j), biases (K, P, c_out),
+        x (n, K * c_in, *s) -> (n, K * c_out, *s)."""
+        k, n = w.shape[0], x.shape[0]
+        cols = patches(same_pad(x, self.k, self.nd, self.padding), self.k, self.nd)
+        cols = cols.reshape(n, k, -1, cols.shape[-1])  # (n, K, j, P)
+        w, b = self.scale(w, b)
+        y = torch.einsum("nkjp,kpoj->nkop", cols, w) + b.transpose(1, 2)  # (n, K, c_out, P)
+        return y.reshape(n, -1, *self.spatial)
 
 
 class GlobalAvgPool(nn.Module):

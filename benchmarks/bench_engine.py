@@ -1,0 +1,127 @@
+"""Fused engine vs one model at a time: model-steps per second, side by side in one run.
+
+For each built-in architecture, K jobs (each its own initialisation, data and minibatch
+order) are trained for STEPS steps of SGD with momentum on a regression task, by
+
+* ``loop``: ``dmisearch.training.train_one``, one model after another (an ordinary PyTorch
+  loop with torch.optim, what a plain Optuna objective does), and
+* ``fused``: ``dmisearch.engine.train``, all K jobs as one program.
+
+Both include building the models and predicting the test set, so the rates are what a trial
+sees. The loop's rate does not depend on K; it is measured on min(K, LOOP_MODELS) models.
+
+    python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 50]
+        [--preset gpu|cpu] [--tf32]
+
+Prints one row per (architecture, K): model-steps/s for both and their ratio, and the fused
+program's achieved TFLOP/s (forward + backward, 3x the forward's multiply-adds x 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+
+import torch
+
+from dmisearch import engine
+from dmisearch.components import Job, RunContext
+from dmisearch.training import train_one
+from dmisearch_builtins.algorithms import SGD
+from dmisearch_builtins.architectures import FAMILIES
+
+PRESETS = {
+    # the anchors' workload: d = 64, batch 128; FCN 3 x 256, convs 3 x 64 channels
+    "gpu": {"length": 64, "batch": 128, "fcn_width": 256, "conv_width": 64, "depth": 3,
+            "lcn_width": 16},
+    # sized for a laptop-class CPU: the quickstart's scale
+    "cpu": {"length": 32, "batch": 32, "fcn_width": 128, "conv_width": 16, "depth": 2,
+            "lcn_width": 8},
+}
+LOOP_MODELS = 8
+
+
+def forward_flops(module: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-adds x 2 of one forward pass on one sample (dense, conv and local layers)."""
+    from dmisearch_builtins.layers import Conv, Dense, LocalConv
+
+    total = 0
+    spatial = math.prod(shape[1:])
+    for layer in module.modules():
+        if isinstance(layer, Dense):
+            total += 2 * layer.weight.numel()
+        elif isinstance(layer, Conv):
+            total += 2 * layer.weight.numel() * spatial
+        elif isinstance(layer, LocalConv):
+            total += 2 * layer.weight.numel()
+    return total
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(arch_name: str, k: int, steps: int, preset: dict, device: torch.device) -> dict:
+    shape = (1, preset["length"])
+    width = {"fcn": preset["fcn_width"], "lcn": preset["lcn_width"]}.get(
+        arch_name, preset["conv_width"])
+    model = FAMILIES[arch_name](depth=preset["depth"], width=width)
+    algo = SGD(lr=0.01, momentum=0.9, steps=steps, batch_size=preset["batch"])
+    ctx = RunContext(device, torch.float32, "regression", 1, shape)
+    n = 4 * preset["batch"]
+    g = torch.Generator().manual_seed(0)
+    jobs = [Job(torch.randn(n, *shape, generator=g).to(device),
+                torch.randn(n, 1, generator=g).to(device),
+                torch.randn(256, *shape, generator=g).to(device), seed) for seed in range(k)]
+    flops = 3 * forward_flops(model.build(shape, 1), shape) * preset["batch"]
+
+    engine.train([engine.Member(model, algo, j) for j in jobs[:2]], ctx)  # warm-up
+    sync(device)
+    t = time.perf_counter()
+    engine.train([engine.Member(model, algo, j) for j in jobs], ctx)
+    sync(device)
+    fused = k * steps / (time.perf_counter() - t)
+
+    m = min(k, LOOP_MODELS)
+    train_one(algo, model, jobs[0], ctx)  # warm-up
+    sync(device)
+    t = time.perf_counter()
+    for j in jobs[:m]:
+        train_one(algo, model, j, ctx)
+    sync(device)
+    loop = m * steps / (time.perf_counter() - t)
+    return {"loop": loop, "fused": fused, "ratio": fused / loop,
+            "tflops": fused * flops / 1e12}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--ks", default="1,4,16,64,256")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--preset", choices=PRESETS, default=None)
+    ap.add_argument("--archs", default=",".join(FAMILIES))
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    preset_name = args.preset or ("gpu" if device.type == "cuda" else "cpu")
+    preset = PRESETS[preset_name]
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"# device: {device} ({name}); torch {torch.__version__}; preset {preset_name} "
+          f"{preset}; steps {args.steps}; float32{' + tf32' if args.tf32 else ''}")
+    print(f"{'arch':8} {'K':>5} {'loop':>10} {'fused':>10} {'ratio':>7} {'TFLOP/s':>8}"
+          "   (model-steps/s)")
+    for arch in args.archs.split(","):
+        for k in (int(x) for x in args.ks.split(",")):
+            r = run(arch, k, args.steps, preset, device)
+            print(f"{arch:8} {k:>5} {r['loop']:>10.0f} {r['fused']:>10.0f} "
+                  f"{r['ratio']:>6.1f}x {r['tflops']:>8.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

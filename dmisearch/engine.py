@@ -1,0 +1,278 @@
+"""The fused training engine: many small networks trained side by side in one program.
+
+A trial trains one network per (training size, seed) of its learning curve, and a batch of
+trials many more. Run one after another, each tiny network leaves the device idle between
+kernel launches. The engine instead trains K jobs as one program:
+
+* **Parameters** of the K jobs' modules (each built by ``training.build_module`` from its
+  own seed, exactly as the reference loop builds it) are stacked along a leading model axis
+  (``torch.func.stack_module_state``).
+* **Forward**: ``Architecture.forward_batched`` maps stacked parameters and inputs
+  ``(K, B, *shape)`` to outputs ``(K, B, out)``. The default is ``torch.func.vmap`` over
+  ``functional_call``, so any architecture written as a plain ``nn.Module`` is fused with
+  no extra code; the built-in architectures override it with batched matrix products and
+  grouped convolutions.
+* **Loss**: each job's mean loss over its own minibatch; the sum over jobs is
+  differentiated, so every job gets exactly its own gradient.
+* **Optimiser**: ``MinibatchAlgorithm.fused_optimizer`` over the stacked parameters:
+  ``torch.optim`` itself for element-wise optimisers that share hyperparameters, or a
+  per-job version (``dmisearch.optim``) for ``sgd`` and ``adam``, whose hyperparameters may
+  differ between jobs (jobs of different trials).
+* **Data**: each job keeps its own training subset and minibatch order (the reference
+  loop's ``batch_schedule``, drawn up front and placed on the device once). Training sets
+  that are prefixes of one pool (the curve's nested sizes) are gathered from that pool, not
+  copied per job.
+
+**Jobs of different sizes** train together when they share the number of steps and the
+batch size (``steps`` mode, sizes at least the batch size): jobs are *grouped* by
+``(architecture and its hyperparameters, algorithm class and its shared hyperparameters,
+steps, batch)``, and each group is one program. Nothing is padded or masked, so every job's
+arithmetic is that of the reference loop.
+
+**Memory**: a group is split into chunks that fit the device (on CUDA, sized from a
+one-job probe of peak memory), and a chunk that still runs out of memory is split in two
+and retried, down to single jobs, before the error reaches the trial.
+
+**Host syncs**: none in the step loop; losses are written into a device tensor, and
+divergence is checked once at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import stack_module_state
+
+from dmisearch.components import Architecture, Job, Predictions, RunContext
+from dmisearch.training import EVAL_CHUNK, MinibatchAlgorithm, batch_schedule, build_module
+
+#: Fraction of free CUDA memory a chunk may plan to use.
+MEMORY_FRACTION = 0.7
+#: Largest chunk on the CPU (memory is rarely the limit there; cache locality is).
+CPU_MAX_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One job of a fused program, with the model and algorithm of its trial."""
+
+    model: Architecture
+    algo: MinibatchAlgorithm
+    job: Job
+
+    @property
+    def steps(self) -> int:
+        return self.algo.n_steps(self.job.size)
+
+    @property
+    def batch(self) -> int:
+        return min(self.algo.batch_size, self.job.size)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def fuse_key(m: Member) -> tuple:
+    """Jobs with equal keys can train in one program (see the module docstring)."""
+    shared = {k: v for k, v in m.algo.get_params().items() if k not in m.algo.per_job}
+    return (type(m.model), _freeze(m.model.get_params()), type(m.algo), _freeze(shared),
+            m.steps, m.batch)
+
+
+def group_members(members: Sequence[Member]) -> list[list[int]]:
+    """Indices of ``members`` grouped by :func:`fuse_key`, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(fuse_key(m), []).append(i)
+    return list(groups.values())
+
+
+def train(members: Sequence[Member], ctx: RunContext,
+          max_chunk: int | None = None) -> list[Predictions]:
+    """Train every member; predictions in the order of ``members``."""
+    out: list[Predictions | None] = [None] * len(members)
+    for idx in group_members(members):
+        group = [members[i] for i in idx]
+        for i, pred in zip(idx, _train_group(group, ctx, max_chunk), strict=True):
+            out[i] = pred
+    return out  # type: ignore[return-value]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or
+                                              "can't allocate memory" in text)
+
+
+def _train_group(group: list[Member], ctx: RunContext, max_chunk: int | None
+                 ) -> list[Predictions]:
+    size = min(len(group), max_chunk or len(group), _chunk_limit(group[0], ctx))
+    preds: list[Predictions] = []
+    for start in range(0, len(group), size):
+        preds += _train_splitting(group[start:start + size], ctx)
+    return preds
+
+
+def _train_splitting(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
+    """Train ``chunk``; on out-of-memory, halve it and retry each half."""
+    try:
+        return _train_chunk(chunk, ctx)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        if not _is_oom(exc) or len(chunk) == 1:
+            raise
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+    half = len(chunk) // 2
+    return _train_splitting(chunk[:half], ctx) + _train_splitting(chunk[half:], ctx)
+
+
+def _chunk_limit(m: Member, ctx: RunContext) -> int:
+    """How many jobs like ``m`` fit in one program on ``ctx.device``."""
+    if ctx.device.type != "cuda":
+        return CPU_MAX_CHUNK
+    torch.cuda.synchronize(ctx.device)
+    torch.cuda.reset_peak_memory_stats(ctx.device)
+    before = torch.cuda.memory_allocated(ctx.device)
+    probe = dataclasses.replace(m.algo, steps=1, epochs=None)
+    _train_chunk([dataclasses.replace(m, algo=probe)], ctx)
+    per_job = max(torch.cuda.max_memory_allocated(ctx.device) - before, 1)
+    free, _ = torch.cuda.mem_get_info(ctx.device)
+    return max(1, int(MEMORY_FRACTION * free // per_job))
+
+
+class _Pools:
+    """Stacked data sources: training sets that are prefixes of one tensor share it."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor]):
+        self.pools: list[torch.Tensor] = []
+        self.index: list[int] = []
+        seen: dict[tuple, int] = {}
+        for t in tensors:
+            key = (t.data_ptr(), t.stride(), t.dtype, t.device)
+            i = seen.get(key)
+            if i is None:
+                seen[key] = i = len(self.pools)
+                self.pools.append(t)
+            elif len(t) > len(self.pools[i]):
+                self.pools[i] = t
+            self.index.append(i)
+
+    def stacked(self) -> torch.Tensor:
+        """``(n_pools, max_len, ...)``, shorter pools padded with zeros (never indexed)."""
+        n = max(len(p) for p in self.pools)
+        return torch.stack([F.pad(p, (0, 0) * (p.ndim - 1) + (0, n - len(p)))
+                            if len(p) < n else p for p in self.pools])
+
+
+def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
+    k = len(chunk)
+    first = chunk[0]
+    steps, batch = first.steps, first.batch
+    modules = [build_module(m.model, m.job.seed, ctx) for m in chunk]
+    stacked, buffers = stack_module_state(modules)
+    params = {n: p.detach().requires_grad_() for n, p in stacked.items()}
+    forward = first.model.forward_batched(modules[0])
+
+    xs = _Pools([m.job.x_train for m in chunk])
+    ys = _Pools([m.job.y_train for m in chunk])
+    x_pool, y_pool = xs.stacked(), ys.stacked()  # (P, N, *shape), (P, N, ...)
+    xi = torch.tensor(xs.index, device=ctx.device)
+    yi = torch.tensor(ys.index, device=ctx.device)
+    order = torch.stack([batch_schedule(m.job.size, batch, steps, m.job.seed)
+                         for m in chunk]).to(ctx.device)  # (K, steps, batch)
+    losses = torch.empty(steps, k, device=ctx.device, dtype=ctx.dtype)
+
+    def job_losses(t: int) -> torch.Tensor:
+        idx = order[:, t]  # (K, batch)
+        out = forward(params, buffers, x_pool[xi[:, None], idx])  # (K, batch, out)
+        return _job_losses(ctx.task, out, y_pool[yi[:, None], idx])  # (K,)
+
+    params = _match_grad_layout(params, job_losses)
+    opt = type(first.algo).fused_optimizer(list(params.values()), [m.algo for m in chunk],
+                                           steps)
+
+    for t in range(steps):
+        loss = job_losses(t)
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+        losses[t] = loss.detach()
+
+    with torch.no_grad():
+        tests = _Pools([m.job.x_test for m in chunk])
+        test_pred = _predict(forward, params, buffers, tests.stacked(),
+                             torch.tensor(tests.index, device=ctx.device))
+        train_pred = _predict(forward, params, buffers, x_pool, xi)
+    preds = []
+    finite_loss = torch.isfinite(losses).all(0)
+    for j, m in enumerate(chunk):
+        test = test_pred[j, : len(m.job.x_test)]
+        train = train_pred[j, : m.job.size]
+        ok = finite_loss[j] & torch.isfinite(test).all() & torch.isfinite(train).all()
+        preds.append(Predictions(test=test, train=train, diverged=not bool(ok),
+                                 losses=losses[:, j]))
+    return preds
+
+
+def _match_grad_layout(params: dict[str, torch.Tensor],
+                       job_losses: Callable[[int], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same parameters, each laid out in memory like its gradient.
+
+    A batched form may produce gradients in another memory layout than the stacked
+    parameters (a transposed weight in a batched matrix product); autograd then copies
+    every gradient, every step. One probe backward finds the layouts; values are unchanged.
+    """
+    seen: dict[str, torch.Tensor] = {}
+    handles = [p.register_hook(lambda g, n=n: seen.setdefault(n, g)) for n, p in params.items()]
+    job_losses(0).sum().backward()  # the hooks see each gradient before it is copied
+    for h in handles:
+        h.remove()
+    out = {}
+    for name, p in params.items():
+        g = seen.get(name)
+        if g is None or g.stride() == p.stride() or not _dense(g):
+            out[name] = p.detach().requires_grad_()
+        else:
+            q = torch.empty_strided(p.shape, g.stride(), dtype=p.dtype, device=p.device)
+            out[name] = q.copy_(p.detach()).requires_grad_()
+    return out
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t`` fills its memory exactly, in some order of its dimensions."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda d: d[1]):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _job_losses(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each job's mean loss over its minibatch, as ``training.loss_fn`` computes it."""
+    if task == "regression":
+        return ((out - y) ** 2).flatten(1).mean(1)
+    k, b = y.shape
+    return F.cross_entropy(out.reshape(k * b, -1), y.reshape(k * b),
+                           reduction="none").reshape(k, b).mean(1)
+
+
+def _predict(forward: Callable, params: dict, buffers: dict, pool: torch.Tensor,
+             index: torch.Tensor) -> torch.Tensor:
+    """Outputs of every job on all rows of its pool: ``(K, rows, out)``, in chunks."""
+    rows = pool.shape[1]
+    step = max(1, EVAL_CHUNK // max(1, math.ceil(len(index) / 8)))
+    parts = [forward(params, buffers, pool[index, i:i + step]) for i in range(0, rows, step)]
+    return torch.cat(parts, dim=1)

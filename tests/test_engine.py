@@ -1,0 +1,227 @@
+"""The fused engine against the one-model-at-a-time loop (``training.train_one``), its oracle.
+
+Tolerances (relative, max over a job's whole loss curve and test predictions): float64
+1e-10, float32 1e-5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from dmisearch import Architecture, engine
+from dmisearch.components import Job, RunContext
+from dmisearch.training import MinibatchAlgorithm, train_one
+from dmisearch_builtins.algorithms import SGD, Adam
+from dmisearch_builtins.architectures import FAMILIES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+SHAPES = {1: (2, 6), 2: (1, 5, 4)}
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def problem(task: str, shape: tuple[int, ...], dtype: torch.dtype, n: int = 24, seed: int = 0):
+    out_dim = 1 if task == "regression" else 3
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g, dtype=dtype)
+    y = (torch.randn(n, out_dim, generator=g, dtype=dtype) if task == "regression"
+         else torch.randint(0, out_dim, (n,), generator=g))
+    x_test = torch.randn(11, *shape, generator=g, dtype=dtype)
+    return RunContext(torch.device("cpu"), dtype, task, out_dim, shape), x, y, x_test
+
+
+def assert_matches_loop(members, ctx, **kw):
+    fused = engine.train(members, ctx, **kw)
+    tol = TOL[ctx.dtype]
+    for m, f in zip(members, fused, strict=True):
+        ref = train_one(m.algo, m.model, m.job, ctx)
+        assert f.losses.shape == ref.losses.shape
+        assert rel(f.losses, ref.losses) < tol, (m, rel(f.losses, ref.losses))
+        assert rel(f.test, ref.test) < tol, (m, rel(f.test, ref.test))
+        assert rel(f.train, ref.train) < tol
+        assert f.diverged == ref.diverged is False
+    return fused
+
+
+ALGOS = [
+    SGD(lr=0.05, momentum=0.9, weight_decay=1e-3, steps=12, batch_size=8),
+    Adam(lr=0.01, weight_decay=1e-3, steps=12, batch_size=8),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("nd", [1, 2])
+@pytest.mark.parametrize("arch", sorted(FAMILIES))
+@pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
+def test_every_builtin_matches_the_loop(arch, nd, dtype, algo):
+    task = "classification" if nd == 2 else "regression"
+    ctx, x, y, x_test = problem(task, SHAPES[nd], dtype)
+    model = FAMILIES[arch](width=4, depth=2, filter_size=3) if arch != "fcn" else (
+        FAMILIES[arch](width=16, depth=2))
+    # the curve's nested sizes (prefixes of one pool) and two seeds, in one call
+    jobs = [Job(x[:n], y[:n], x_test, seed) for n in (8, 16, 24) for seed in (0, 1)]
+    assert_matches_loop([engine.Member(model, algo, j) for j in jobs], ctx)
+
+
+def test_ntk_parameterization_and_nesterov_match_the_loop():
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    model = FAMILIES["cnn_vec"](width=3, parameterization="ntk", sigma_b=0.3)
+    algo = SGD(lr=0.5, momentum=0.9, nesterov=True, steps=10, batch_size=8)
+    assert_matches_loop([engine.Member(model, algo, Job(x, y, x_test, s)) for s in (3, 4)],
+                        ctx)
+
+
+@pytest.mark.parametrize("cls,varied", [
+    (SGD, [{"lr": 0.01, "momentum": 0.0}, {"lr": 0.2, "momentum": 0.9, "weight_decay": 0.01},
+           {"lr": 0.05, "momentum": 0.5}]),
+    (Adam, [{"lr": 1e-3}, {"lr": 3e-2, "beta1": 0.5, "beta2": 0.9, "eps": 1e-6},
+            {"lr": 1e-2, "weight_decay": 1e-2}]),
+])
+def test_jobs_of_different_trials_fuse_with_their_own_hyperparameters(cls, varied):
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    model = FAMILIES["fcn"](width=8)
+    members = [engine.Member(model, cls(steps=15, batch_size=8, **hp), Job(x, y, x_test, i))
+               for i, hp in enumerate(varied)]
+    assert len(engine.group_members(members)) == 1  # one program
+    assert_matches_loop(members, ctx)
+
+
+def test_grouping_rules():
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    sgd = SGD(steps=5, batch_size=8)
+    members = [
+        engine.Member(FAMILIES["fcn"](width=8), sgd, Job(x[:16], y[:16], x_test, 0)),
+        engine.Member(FAMILIES["fcn"](width=8), sgd, Job(x[:24], y[:24], x_test, 0)),
+        engine.Member(FAMILIES["fcn"](width=8), sgd, Job(x[:4], y[:4], x_test, 0)),  # batch 4
+        engine.Member(FAMILIES["fcn"](width=9), sgd, Job(x, y, x_test, 0)),  # other shape
+        engine.Member(FAMILIES["fcn"](width=8), SGD(steps=6, batch_size=8),
+                      Job(x, y, x_test, 0)),  # other step count
+        engine.Member(FAMILIES["fcn"](width=8), SGD(steps=5, batch_size=8, nesterov=True,
+                                                    momentum=0.9), Job(x, y, x_test, 0)),
+    ]
+    assert engine.group_members(members) == [[0, 1], [2], [3], [4], [5]]
+    assert_matches_loop(members, ctx)
+
+
+def test_epochs_mode_groups_by_step_count():
+    ctx, x, y, x_test = problem("classification", (1, 6), torch.float64)
+    algo = Adam(epochs=2, batch_size=4, lr=0.01)
+    members = [engine.Member(FAMILIES["fcn"](width=8), algo, Job(x[:n], y[:n], x_test, 0))
+               for n in (8, 16, 8)]
+    assert engine.group_members(members) == [[0, 2], [1]]
+    fused = assert_matches_loop(members, ctx)
+    assert [len(f.losses) for f in fused] == [4, 8, 4]
+
+
+def test_chunks_give_the_same_results(monkeypatch):
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    members = [engine.Member(FAMILIES["cnn_gap"](width=3), ALGOS[0], Job(x, y, x_test, s))
+               for s in range(5)]
+    whole = engine.train(members, ctx)
+    chunks: list[int] = []
+    real = engine._train_chunk
+    monkeypatch.setattr(engine, "_train_chunk",
+                        lambda c, ctx: chunks.append(len(c)) or real(c, ctx))
+    parts = engine.train(members, ctx, max_chunk=2)
+    assert chunks == [2, 2, 1]
+    for a, b in zip(whole, parts, strict=True):
+        assert torch.equal(a.test, b.test) and torch.equal(a.losses, b.losses)
+
+
+def test_out_of_memory_splits_the_chunk_and_retries(monkeypatch):
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    members = [engine.Member(FAMILIES["fcn"](width=8), ALGOS[1], Job(x, y, x_test, s))
+               for s in range(5)]
+    expected = engine.train(members, ctx)
+    sizes: list[int] = []
+    real = engine._train_chunk
+
+    def tight_memory(chunk, ctx):
+        sizes.append(len(chunk))
+        if len(chunk) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(chunk, ctx)
+
+    monkeypatch.setattr(engine, "_train_chunk", tight_memory)
+    got = engine.train(members, ctx)
+    assert sizes == [5, 2, 3, 1, 2]
+    for a, b in zip(expected, got, strict=True):
+        assert torch.equal(a.test, b.test)
+
+
+def test_out_of_memory_for_a_single_job_reaches_the_trial(monkeypatch):
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+
+    def no_memory(chunk, ctx):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to ...")
+
+    monkeypatch.setattr(engine, "_train_chunk", no_memory)
+    with pytest.raises(RuntimeError, match="can't allocate"):
+        engine.train([engine.Member(FAMILIES["fcn"](width=8), ALGOS[0], Job(x, y, x_test, 0))],
+                     ctx)
+
+
+def test_divergence_is_per_job():
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    model = FAMILIES["fcn"](width=32, depth=3)
+    members = [engine.Member(model, SGD(lr=lr, steps=30, batch_size=8), Job(x, y, x_test, 0))
+               for lr in (0.01, 1e30)]
+    calm, wild = engine.train(members, ctx)
+    assert not calm.diverged and wild.diverged
+
+
+@dataclasses.dataclass(kw_only=True)
+class PlainMLP(Architecture):
+    """A third-party architecture written as a plain nn.Module (no batched form)."""
+
+    name = "plain_mlp_test"
+    hidden: int = 7
+
+    def build(self, input_shape, out_dim):
+        return torch.nn.Sequential(torch.nn.Flatten(),
+                                   torch.nn.Linear(math.prod(input_shape), self.hidden),
+                                   torch.nn.Tanh(), torch.nn.Linear(self.hidden, out_dim))
+
+
+@dataclasses.dataclass(kw_only=True)
+class RMSprop(MinibatchAlgorithm):
+    """A third-party optimiser with only make_optimizer: fused through torch.optim itself."""
+
+    name = "rmsprop_test"
+    lr: float = 0.01
+
+    def make_optimizer(self, params):
+        return torch.optim.RMSprop(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def test_plain_modules_and_torch_optim_optimisers_are_fused_with_no_extra_code():
+    ctx, x, y, x_test = problem("classification", (2, 3), torch.float64)
+    algo = RMSprop(steps=10, batch_size=8)
+    members = [engine.Member(PlainMLP(), algo, Job(x[:n], y[:n], x_test, s))
+               for n in (8, 24) for s in (0, 1)]
+    assert len(engine.group_members(members)) == 1
+    assert_matches_loop(members, ctx)
+    other = engine.Member(PlainMLP(), RMSprop(steps=10, batch_size=8, lr=0.02), members[0].job)
+    assert len(engine.group_members([*members, other])) == 2  # lr is not per_job here
+
+
+def test_builtin_batched_forward_equals_vmap_forward():
+    ctx, x, _, _ = problem("regression", (2, 5, 4), torch.float64)
+    for name, cls in FAMILIES.items():
+        model = cls(width=3, depth=2, parameterization="ntk", sigma_b=0.2)
+        mods = [model.build(ctx.input_shape, 2).double() for _ in range(3)]
+        params, buffers = torch.func.stack_module_state(mods)
+        xs = torch.stack([x[:7]] * 3)
+        fast = model.forward_batched(mods[0])(params, buffers, xs)
+        generic = Architecture.forward_batched(model, mods[0])(params, buffers, xs)
+        assert rel(fast, generic) < 1e-12, name
+        assert rel(fast[1], mods[1](x[:7])) < 1e-12, name
