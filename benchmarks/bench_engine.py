@@ -8,10 +8,11 @@ order) are trained for STEPS steps of SGD with momentum on a regression task, by
 * ``fused``: ``dmisearch.engine.train``, all K jobs as one program.
 
 Both include building the models and predicting the test set, so the rates are what a trial
-sees. The loop's rate does not depend on K; it is measured on min(K, LOOP_MODELS) models.
+sees; each is the median of ``--repeat`` runs. The loop's rate does not depend on K; it is
+measured on min(K, LOOP_MODELS) models.
 
-    python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 50]
-        [--preset gpu|cpu] [--tf32]
+    python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 100]
+        [--repeat 3] [--preset gpu|cpu] [--tf32]
 
 Prints one row per (architecture, K): model-steps/s for both and their ratio, and the fused
 program's achieved TFLOP/s (forward + backward, 3x the forward's multiply-adds x 2).
@@ -64,7 +65,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(arch_name: str, k: int, steps: int, preset: dict, device: torch.device) -> dict:
+def timed(fn, device: torch.device, repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def run(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
+        repeat: int) -> dict:
     shape = (1, preset["length"])
     width = {"fcn": preset["fcn_width"], "lcn": preset["lcn_width"]}.get(
         arch_name, preset["conv_width"])
@@ -78,21 +92,14 @@ def run(arch_name: str, k: int, steps: int, preset: dict, device: torch.device) 
                 torch.randn(256, *shape, generator=g).to(device), seed) for seed in range(k)]
     flops = 3 * forward_flops(model.build(shape, 1), shape) * preset["batch"]
 
-    engine.train([engine.Member(model, algo, j) for j in jobs[:2]], ctx)  # warm-up
-    sync(device)
-    t = time.perf_counter()
-    engine.train([engine.Member(model, algo, j) for j in jobs], ctx)
-    sync(device)
-    fused = k * steps / (time.perf_counter() - t)
+    members = [engine.Member(model, algo, j) for j in jobs]
+    engine.train(members[:2], ctx)  # warm-up
+    fused = k * steps / timed(lambda: engine.train(members, ctx), device, repeat)
 
     m = min(k, LOOP_MODELS)
     train_one(algo, model, jobs[0], ctx)  # warm-up
-    sync(device)
-    t = time.perf_counter()
-    for j in jobs[:m]:
-        train_one(algo, model, j, ctx)
-    sync(device)
-    loop = m * steps / (time.perf_counter() - t)
+    loop = m * steps / timed(lambda: [train_one(algo, model, j, ctx) for j in jobs[:m]],
+                             device, repeat)
     return {"loop": loop, "fused": fused, "ratio": fused / loop,
             "tflops": fused * flops / 1e12}
 
@@ -101,7 +108,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--ks", default="1,4,16,64,256")
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=3, help="median of this many runs")
     ap.add_argument("--preset", choices=PRESETS, default=None)
     ap.add_argument("--archs", default=",".join(FAMILIES))
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions")
@@ -118,7 +126,7 @@ def main() -> None:
           "   (model-steps/s)")
     for arch in args.archs.split(","):
         for k in (int(x) for x in args.ks.split(",")):
-            r = run(arch, k, args.steps, preset, device)
+            r = run(arch, k, args.steps, preset, device, args.repeat)
             print(f"{arch:8} {k:>5} {r['loop']:>10.0f} {r['fused']:>10.0f} "
                   f"{r['ratio']:>6.1f}x {r['tflops']:>8.3f}", flush=True)
 

@@ -262,6 +262,16 @@ class RunContext:
     task: Task
     out_dim: int
     input_shape: tuple[int, ...]
+    fused: bool = True  # False: algorithms train one model at a time (study engine = "loop")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One trial's share of a call: its model and algorithm, and its jobs."""
+
+    model: Architecture
+    algorithm: Algorithm
+    jobs: Sequence[Job]
 
 
 class Algorithm(Component):
@@ -280,9 +290,19 @@ class Algorithm(Component):
     ) -> list[Predictions]:
         """Train (or solve) one model per job; return predictions in the order of ``jobs``.
 
-        Receives every job of one curve step at once so that it can run them side by side.
-        Tensors arrive on ``ctx.device`` in ``ctx.dtype``.
+        Receives every job of one curve stage at once so that it can run them side by
+        side. Tensors arrive on ``ctx.device`` in ``ctx.dtype``.
         """
+
+    @classmethod
+    def fit_predict_runs(cls, runs: Sequence[Run], ctx: RunContext) -> list[list[Predictions]]:
+        """Several trials' runs at once (all with algorithms of this class).
+
+        Returns each run's predictions, in order. The default calls each run's
+        ``fit_predict`` in turn; an algorithm that can train different trials' jobs
+        together (``MinibatchAlgorithm``) overrides it.
+        """
+        return [r.algorithm.fit_predict(r.model, r.jobs, ctx) for r in runs]
 
 
 BASES: dict[str, type[Component]] = {

@@ -30,7 +30,8 @@ steps, batch)``, and each group is one program. Nothing is padded or masked, so 
 arithmetic is that of the reference loop.
 
 **Memory**: a group is split into chunks that fit the device (on CUDA, sized from a
-one-job probe of peak memory), and a chunk that still runs out of memory is split in two
+one-job probe of peak memory; on the CPU, so that a chunk's saved activations stay near
+the caches, ``CPU_CHUNK_BYTES``), and a chunk that still runs out of memory is split in two
 and retried, down to single jobs, before the error reaches the trial.
 
 **Host syncs**: none in the step loop; losses are written into a device tensor, and
@@ -53,7 +54,10 @@ from dmisearch.training import EVAL_CHUNK, MinibatchAlgorithm, batch_schedule, b
 
 #: Fraction of free CUDA memory a chunk may plan to use.
 MEMORY_FRACTION = 0.7
-#: Largest chunk on the CPU (memory is rarely the limit there; cache locality is).
+#: CPU: activations a chunk may save for backward. Past the caches, a fused step becomes
+#: memory-bound and slower than the loop (measured on a 2-core Xeon with 4 MiB of L2:
+#: benchmarks/RESULTS.md); 8 MiB kept every built-in at or above the loop's speed.
+CPU_CHUNK_BYTES = 8 * 2**20
 CPU_MAX_CHUNK = 256
 
 
@@ -141,7 +145,8 @@ def _train_splitting(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
 def _chunk_limit(m: Member, ctx: RunContext) -> int:
     """How many jobs like ``m`` fit in one program on ``ctx.device``."""
     if ctx.device.type != "cuda":
-        return CPU_MAX_CHUNK
+        per_job = _saved_bytes(m, ctx)
+        return max(1, min(CPU_MAX_CHUNK, CPU_CHUNK_BYTES // max(per_job, 1)))
     torch.cuda.synchronize(ctx.device)
     torch.cuda.reset_peak_memory_stats(ctx.device)
     before = torch.cuda.memory_allocated(ctx.device)
@@ -150,6 +155,21 @@ def _chunk_limit(m: Member, ctx: RunContext) -> int:
     per_job = max(torch.cuda.max_memory_allocated(ctx.device) - before, 1)
     free, _ = torch.cuda.mem_get_info(ctx.device)
     return max(1, int(MEMORY_FRACTION * free // per_job))
+
+
+def _saved_bytes(m: Member, ctx: RunContext) -> int:
+    """Bytes one job's forward pass on one minibatch saves for its backward pass."""
+    module = build_module(m.model, m.job.seed, ctx)
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(m.job.x_train[: m.batch])
+    return total
 
 
 class _Pools:

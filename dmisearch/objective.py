@@ -7,9 +7,11 @@ Flow of ``TrialObjective.__call__``:
    impossible pair never costs a trial.
 2. The model's and the algorithm's hyperparameters, suggested under namespaced names
    (``model.cnn_gap.width``, ``algorithm.sgd.lr``) from their effective spaces.
-3. For each training size, smallest first: one job per curve seed (the first ``n`` samples
-   of that seed's training pool, evaluated on that seed's test set), handed to the
-   algorithm together; test and train errors per job.
+3. One job per (training size, curve seed): the first ``n`` samples of that seed's
+   training pool, evaluated on that seed's test set. With a pruner, sizes run one stage
+   at a time, smallest first; without one, all in one stage. The jobs of a stage go to the
+   algorithm together (and, in a batch of trials, together with the other trials' jobs of
+   the same algorithm class, so the engine can fuse them); test and train errors per job.
 4. After each size, the running score is reported at ``step = n`` so a pruner can stop a
    poor candidate early; a diverged job (NaN/inf) prunes the trial with the reason.
 5. The curve, scores, components with their packages and versions, device and timings are
@@ -29,7 +31,15 @@ import optuna
 import torch
 
 import dmisearch
-from dmisearch.components import Algorithm, Architecture, Job, RunContext, Split
+from dmisearch.components import (
+    Algorithm,
+    Architecture,
+    Job,
+    Predictions,
+    Run,
+    RunContext,
+    Split,
+)
 from dmisearch.data import draw_splits, jsonable
 from dmisearch.metrics import aulc, baseline_error, beta, error, floor_for, n_to_target
 from dmisearch.seeding import derive_seed
@@ -81,12 +91,16 @@ def device_label(device: torch.device) -> str:
 
 
 def make_context(spec: StudySpec) -> RunContext:
+    """The run context of a study; also sets torch's process-wide TF32 switches."""
+    torch.backends.cuda.matmul.allow_tf32 = spec.tf32
+    torch.backends.cudnn.allow_tf32 = spec.tf32
     return RunContext(
         device=resolve_device(spec.device),
         dtype=getattr(torch, spec.dtype),
         task=spec.info.task,
         out_dim=spec.info.out_dim,
         input_shape=tuple(spec.info.input_shape),
+        fused=spec.engine == "fused",
     )
 
 
@@ -94,16 +108,52 @@ class TrialPrunedWithReason(optuna.TrialPruned):
     """Pruned by the pruner or by divergence; the reason is stored on the trial."""
 
 
+@dataclasses.dataclass(eq=False)
+class TrialPlan:
+    """One trial in flight: its components, the curve so far, and how it ended."""
+
+    trial: optuna.Trial
+    model: Architecture
+    algo: Algorithm
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    curve: dict[str, list[Any]] = dataclasses.field(default_factory=lambda: {
+        "size": [], "seed": [], "test_error": [], "train_error": [], "seconds": []})
+    means: list[float] = dataclasses.field(default_factory=list)
+    outcome: str = "running"  # running | pruned | failed | complete
+    error: BaseException | None = None
+    value: float | None = None
+
+
 class TrialObjective:
-    """Callable objective: ``value = objective(trial)`` (works with ask-and-tell too)."""
+    """The objective: ``value = objective(trial)`` for one trial, or :meth:`execute` for a
+    batch of trials whose training is fused where their shapes allow.
+
+    Sizes are trained in *stages*: one stage per size, smallest first, when the study has a
+    pruner (so that a poor candidate stops early), else one stage with every size (one
+    program for the whole curve). Within a stage, the jobs of every trial in the batch that
+    use the same algorithm class go to that class's ``fit_predict_runs`` together.
+    """
 
     def __init__(self, spec: StudySpec, data: StudyData, ctx: RunContext):
         self.spec, self.data, self.ctx = spec, data, ctx
         self.labels = [spec.pair_label(m, a) for m, a in spec.pairs]
+        self.floor = floor_for(spec.metric, spec.grid.test_size, data.baseline)  # type: ignore
+        prunes = not isinstance(spec.make_pruner(), optuna.pruners.NopPruner)
+        sizes = spec.grid.sizes
+        self.stages = [(n,) for n in sizes] if prunes else [tuple(sizes)]
 
     def __call__(self, trial: optuna.Trial) -> float:
-        spec, ctx = self.spec, self.ctx
-        started = time.perf_counter()
+        plan = self.plan(trial)
+        self.execute([plan])
+        if plan.outcome == "failed":
+            raise plan.error  # type: ignore[misc]
+        if plan.outcome == "pruned":
+            raise TrialPrunedWithReason()
+        return plan.value  # type: ignore[return-value]
+
+    def plan(self, trial: optuna.Trial) -> TrialPlan:
+        """Suggest the pair and its hyperparameters; record the triplet on the trial."""
+        spec = self.spec
         m_name, a_name = trial.suggest_categorical(PAIR_PARAM, self.labels).split("/")
         m_cand, a_cand = spec.models[m_name], spec.algorithms[a_name]
         model = m_cand.cls(**suggest(trial, namespace(m_cand.cls), m_cand.space))
@@ -111,50 +161,85 @@ class TrialObjective:
         assert isinstance(model, Architecture) and isinstance(algo, Algorithm)
         for key, value in self._identity(model, algo).items():
             trial.set_user_attr(key, value)
+        return TrialPlan(trial, model, algo)
 
-        floor = floor_for(spec.metric, spec.grid.test_size, self.data.baseline)  # type: ignore
-        curve: dict[str, list[Any]] = {"size": [], "seed": [], "test_error": [],
-                                       "train_error": [], "seconds": []}
-        means: list[float] = []
+    def execute(self, plans: list[TrialPlan]) -> None:
+        """Train and score ``plans`` stage by stage; sets each plan's ``outcome``.
+
+        A failure inside one trial's training fails that trial only: a fused call that
+        raises is retried trial by trial to find the culprit. ``KeyboardInterrupt``
+        propagates.
+        """
+        for stage in self.stages:
+            alive = [p for p in plans if p.outcome == "running"]
+            if not alive:
+                break
+            for group in _by_algorithm(alive):
+                self._run_stage(group, stage)
+        for p in plans:
+            if p.outcome == "running":
+                self._finish(p)
+            p.trial.set_user_attr("curve", p.curve)
+            p.trial.set_user_attr("wall_time_s", time.perf_counter() - p.started)
+
+    def _jobs(self, sizes: tuple[int, ...]) -> list[tuple[int, int, Job]]:
+        return [(n, s, Job(sp.x_train[:n], sp.y_train[:n], sp.x_test, derive_seed("job", s)))
+                for n in sizes for s, sp in self.data.splits.items()]
+
+    def _run_stage(self, plans: list[TrialPlan], sizes: tuple[int, ...]) -> None:
+        jobs = self._jobs(sizes)
+        cls = type(plans[0].algo)
+        t0 = time.perf_counter()
         try:
-            for n in spec.grid.sizes:
-                t0 = time.perf_counter()
-                jobs = [Job(sp.x_train[:n], sp.y_train[:n], sp.x_test, derive_seed("job", s))
-                        for s, sp in self.data.splits.items()]
-                preds = algo.fit_predict(model, jobs, ctx)
-                if len(preds) != len(jobs):
-                    raise RuntimeError(f"algorithm '{algo.name}' returned {len(preds)} "
-                                       f"predictions for {len(jobs)} jobs")
-                seconds = time.perf_counter() - t0
-                test_errs = []
-                for (s, sp), job, p in zip(self.data.splits.items(), jobs, preds, strict=True):
-                    test_err = error(spec.metric, p.test, sp.y_test)  # type: ignore[arg-type]
-                    train_err = error(spec.metric, p.train, job.y_train)  # type: ignore
-                    curve["size"].append(n)
-                    curve["seed"].append(s)
-                    curve["test_error"].append(test_err)
-                    curve["train_error"].append(train_err)
-                    curve["seconds"].append(seconds)
-                    test_errs.append(test_err)
-                    if p.diverged or not math.isfinite(test_err):
-                        trial.set_user_attr("pruned_reason", f"diverged: non-finite loss or "
-                                            f"predictions at n={n}, seed={s}")
-                        raise TrialPrunedWithReason()
-                means.append(float(np.mean(test_errs)))
-                sizes = np.array(spec.grid.sizes[: len(means)])
-                trial.report(spec.objective.intermediate(
-                    sizes, np.array(means), self.data.baseline, floor), step=n)
-                if trial.should_prune():
-                    trial.set_user_attr("pruned_reason", f"pruner stopped it after n={n}")
-                    raise TrialPrunedWithReason()
-        finally:
-            trial.set_user_attr("curve", curve)
-            trial.set_user_attr("wall_time_s", time.perf_counter() - started)
+            preds = cls.fit_predict_runs(
+                [Run(p.model, p.algo, [j for _, _, j in jobs]) for p in plans], self.ctx)
+        except Exception as exc:
+            if len(plans) == 1:
+                plans[0].outcome, plans[0].error = "failed", exc
+                return
+            for p in plans:  # find the trial that failed; the others run alone
+                self._run_stage([p], sizes)
+            return
+        seconds = time.perf_counter() - t0
+        for plan, got in zip(plans, preds, strict=True):
+            if len(got) != len(jobs):
+                plan.outcome = "failed"
+                plan.error = RuntimeError(f"algorithm '{plan.algo.name}' returned {len(got)} "
+                                          f"predictions for {len(jobs)} jobs")
+                continue
+            self._record(plan, jobs, got, seconds)
 
-        sizes, mean = np.array(spec.grid.sizes), np.array(means)
-        scores = self.scores(sizes, mean, floor)
-        trial.set_user_attr("scores", scores)
-        return spec.objective.score(sizes, mean, self.data.baseline, floor)
+    def _record(self, plan: TrialPlan, jobs: list[tuple[int, int, Job]],
+                preds: list[Predictions], seconds: float) -> None:
+        spec, trial = self.spec, plan.trial
+        by_size: dict[int, list[float]] = {}
+        for (n, s, job), p in zip(jobs, preds, strict=True):
+            test_err = error(spec.metric, p.test, self.data.splits[s].y_test)  # type: ignore
+            train_err = error(spec.metric, p.train, job.y_train)  # type: ignore[arg-type]
+            for key, v in (("size", n), ("seed", s), ("test_error", test_err),
+                           ("train_error", train_err), ("seconds", seconds)):
+                plan.curve[key].append(v)
+            by_size.setdefault(n, []).append(test_err)
+            if (p.diverged or not math.isfinite(test_err)) and plan.outcome == "running":
+                trial.set_user_attr("pruned_reason", f"diverged: non-finite loss or "
+                                                     f"predictions at n={n}, seed={s}")
+                plan.outcome = "pruned"
+        for n, errs in by_size.items():
+            if plan.outcome != "running":
+                return
+            plan.means.append(float(np.mean(errs)))
+            sizes = np.array(spec.grid.sizes[: len(plan.means)])
+            trial.report(spec.objective.intermediate(
+                sizes, np.array(plan.means), self.data.baseline, self.floor), step=n)
+            if len(self.stages) > 1 and trial.should_prune():
+                trial.set_user_attr("pruned_reason", f"pruner stopped it after n={n}")
+                plan.outcome = "pruned"
+
+    def _finish(self, plan: TrialPlan) -> None:
+        sizes, mean = np.array(self.spec.grid.sizes), np.array(plan.means)
+        plan.trial.set_user_attr("scores", self.scores(sizes, mean, self.floor))
+        plan.value = self.spec.objective.score(sizes, mean, self.data.baseline, self.floor)
+        plan.outcome = "complete"
 
     def scores(self, sizes: np.ndarray, mean: np.ndarray, floor: float) -> dict[str, Any]:
         """Every summary of a complete curve, whichever one the study optimises."""
@@ -192,3 +277,11 @@ class TrialObjective:
             "device": device_label(self.ctx.device),
             "torch": torch.__version__,
         }
+
+
+def _by_algorithm(plans: list[TrialPlan]) -> list[list[TrialPlan]]:
+    """Plans grouped by algorithm class, in first-seen order."""
+    groups: dict[type, list[TrialPlan]] = {}
+    for p in plans:
+        groups.setdefault(type(p.algo), []).append(p)
+    return list(groups.values())

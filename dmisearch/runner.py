@@ -4,6 +4,9 @@
   rerunning the same command resumes where it stopped and an interrupted study is
   completed, not restarted. ``timeout`` bounds this run's wall time; a trial that is
   running when it expires finishes.
+* Trials are asked for ``trials_per_batch`` at a time (ask-and-tell) and trained together,
+  so that the engine fuses the jobs of trials that share an architecture shape and the
+  sampler and storage are visited once per batch rather than once per network.
 * A trial that raises is recorded as FAIL with the error and a traceback tail in its user
   attributes, and the study goes on; after ``MAX_FAIL_STREAK`` failures in a row the run
   stops with a summary of why, since every further trial would fail the same way.
@@ -33,6 +36,8 @@ from dmisearch.storage import describe, open_storage, silence_optuna
 from dmisearch.study_file import StudySpec
 
 MAX_FAIL_STREAK = 10
+#: Trials asked for and trained together on a CUDA device when the study does not say.
+AUTO_BATCH_CUDA = 16
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 IDENTITY_ATTR = "dmisearch_identity"
 SEARCH_ATTR = "dmisearch_search"
@@ -90,6 +95,7 @@ def run_study(
     study = open_study(spec)
     ctx = make_context(spec)
     objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
+    batch = spec.trials_per_batch or (AUTO_BATCH_CUDA if ctx.device.type == "cuda" else 1)
     start = time.monotonic()
     done = finished_count(study)
     bar = _progress(spec, done) if progress else None
@@ -98,42 +104,66 @@ def run_study(
         while spec.n_trials is None or done < spec.n_trials:
             if spec.timeout is not None and time.monotonic() - start >= spec.timeout:
                 break
-            frozen = run_one(study, objective)
-            if frozen.state == TrialState.FAIL:
-                streak.append(str(frozen.user_attrs.get("error", "unknown error")))
-                if len(streak) >= MAX_FAIL_STREAK:
-                    raise DmisearchError(_fail_summary(spec, streak))
-            else:
-                streak.clear()
+            want = batch if spec.n_trials is None else min(batch, spec.n_trials - done)
+            for frozen in run_batch(study, objective, want):
+                if frozen.state == TrialState.FAIL:
+                    streak.append(str(frozen.user_attrs.get("error", "unknown error")))
+                else:
+                    streak.clear()
+                if bar is not None:
+                    bar.update(1 if frozen.state in FINISHED else 0)
+                    if frozen.state == TrialState.COMPLETE:
+                        bar.set_postfix_str(f"best {spec.objective.name} {study.best_value:.4g}")
+                if on_trial is not None:
+                    on_trial(frozen)
+            if len(streak) >= MAX_FAIL_STREAK:
+                raise DmisearchError(_fail_summary(spec, streak))
             done = finished_count(study)
-            if bar is not None:
-                bar.update(1 if frozen.state in FINISHED else 0)
-                if frozen.state == TrialState.COMPLETE and study.best_trial is not None:
-                    bar.set_postfix_str(f"best {spec.objective.name} {study.best_value:.4g}")
-            if on_trial is not None:
-                on_trial(frozen)
     finally:
         if bar is not None:
             bar.close()
     return study
 
 
-def run_one(study: optuna.Study, objective: TrialObjective) -> optuna.trial.FrozenTrial:
-    """Ask for one trial, evaluate it, tell the outcome; failures are recorded, not raised."""
-    trial = study.ask()
+def run_batch(study: optuna.Study, objective: TrialObjective, n: int
+              ) -> list[optuna.trial.FrozenTrial]:
+    """Ask for ``n`` trials, evaluate them together, tell each outcome (in trial order).
+
+    Failures are recorded on their trial, never raised; ``KeyboardInterrupt`` marks every
+    trial of the batch not yet told as failed ("interrupted"), then propagates.
+    """
+    trials = [study.ask() for _ in range(n)]
+    told: dict[int, optuna.trial.FrozenTrial] = {}
     try:
-        value = objective(trial)
-    except optuna.TrialPruned:
-        return study.tell(trial, state=TrialState.PRUNED)
+        plans = []
+        for trial in trials:
+            try:
+                plans.append(objective.plan(trial))
+            except Exception as exc:
+                told[trial.number] = _tell_failed(study, trial, exc)
+        objective.execute(plans)
+        for p in plans:
+            if p.outcome == "complete":
+                told[p.trial.number] = study.tell(p.trial, p.value)
+            elif p.outcome == "pruned":
+                told[p.trial.number] = study.tell(p.trial, state=TrialState.PRUNED)
+            else:
+                told[p.trial.number] = _tell_failed(study, p.trial, p.error)
     except KeyboardInterrupt:
-        trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) while running")
-        study.tell(trial, state=TrialState.FAIL)
+        for trial in trials:
+            if trial.number not in told:
+                trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) while running")
+                study.tell(trial, state=TrialState.FAIL)
         raise
-    except Exception as exc:
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-        trial.set_user_attr("traceback", "".join(traceback.format_exc(limit=-8))[-4000:])
-        return study.tell(trial, state=TrialState.FAIL)
-    return study.tell(trial, value)
+    return [told[t.number] for t in trials]
+
+
+def _tell_failed(study: optuna.Study, trial: optuna.Trial, exc: BaseException | None
+                 ) -> optuna.trial.FrozenTrial:
+    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+    tb = "".join(traceback.format_exception(exc, limit=-8)) if exc is not None else ""
+    trial.set_user_attr("traceback", tb[-4000:])
+    return study.tell(trial, state=TrialState.FAIL)
 
 
 def _fail_summary(spec: StudySpec, errors: list[str]) -> str:

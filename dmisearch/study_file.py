@@ -41,14 +41,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SECTIONS: dict[str, set[str]] = {
-    "study": {"name", "storage", "device", "dtype"},
+    "study": {"name", "storage", "device", "dtype", "engine", "tf32"},
     "data": set(),  # free-form: generator parameters
     "curve": {"sizes", "seeds", "test_size"},
     "objective": {"name", "target", "metric"},
     "search": {"models", "algorithms", "pairs", "n_trials", "timeout", "seed", "sampler",
-               "pruner", "space"},
+               "pruner", "space", "trials_per_batch"},
 }
 DTYPES = ("float32", "float64")
+ENGINES = ("fused", "loop")
 
 SAMPLERS = {
     "tpe": "TPESampler",
@@ -119,6 +120,8 @@ class StudySpec:
     storage: str | None
     device: str
     dtype: str
+    engine: str  # fused | loop
+    tf32: bool  # allow TF32 matmuls and convolutions on CUDA (changes float32 results)
     data: Composed
     data_entries: tuple[Entry, ...]  # the generator's, then each transform's registry entry
     info: DataInfo
@@ -131,6 +134,7 @@ class StudySpec:
     excluded: tuple[tuple[str, str, str], ...]  # (model, algorithm, why)
     n_trials: int | None
     timeout: float | None
+    trials_per_batch: int | None  # None: chosen by device (runner.AUTO_BATCH_CUDA on CUDA)
     seed: int | None
     sampler: Pluggable
     pruner: Pluggable
@@ -154,6 +158,7 @@ class StudySpec:
             "objective": {"name": self.objective.name, "target": self.objective.target,
                           "metric": self.metric},
             "dtype": self.dtype,
+            "tf32": self.tf32,
         }
 
     def search_record(self) -> dict[str, Any]:
@@ -242,6 +247,10 @@ def build_spec(
     dtype = _typed(st, "dtype", str, "study", pb, "float32")
     if dtype not in DTYPES:
         pb.add("study.dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    engine = _typed(st, "engine", str, "study", pb, "fused")
+    if engine not in ENGINES:
+        pb.add("study.engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
+    tf32 = _typed(st, "tf32", bool, "study", pb, False)
 
     data, data_entries, info = _build_data(sec["data"], registry, pb)
     grid = _build_grid(sec["curve"], info, pb)
@@ -261,6 +270,13 @@ def build_spec(
                          "otherwise the study would never stop")
     if seed is not None and seed < 0:
         pb.add("search.seed", f"must be >= 0, got {seed}")
+    per_batch = se.get("trials_per_batch", "auto")
+    if per_batch == "auto":
+        per_batch = None
+    elif isinstance(per_batch, bool) or not isinstance(per_batch, int) or per_batch < 1:
+        pb.add("search.trials_per_batch", f"must be a positive integer or \"auto\", "
+                                          f"got {per_batch!r}")
+        per_batch = None
 
     models, algorithms, pairs, excluded = _build_search(se, registry, info, pb)
     sampler = _build_pluggable(se.get("sampler", "tpe"), "search.sampler", SAMPLERS,
@@ -272,10 +288,12 @@ def build_spec(
         raise StudyFileError(source, pb.items)
     assert data is not None and info is not None and grid is not None and objective
     return StudySpec(
-        source=source, name=name, storage=storage, device=device, dtype=dtype, data=data,
+        source=source, name=name, storage=storage, device=device, dtype=dtype, engine=engine,
+        tf32=tf32, data=data,
         data_entries=data_entries, info=info, grid=grid, objective=objective, metric=metric,
         models=models, algorithms=algorithms, pairs=pairs, excluded=excluded, n_trials=n_trials,
-        timeout=None if timeout is None else float(timeout), seed=seed, sampler=sampler,
+        timeout=None if timeout is None else float(timeout), trials_per_batch=per_batch,
+        seed=seed, sampler=sampler,
         pruner=pruner,
     )
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dmisearch.components import Algorithm, Architecture, Job, Predictions, RunContext
+from dmisearch.components import Algorithm, Architecture, Job, Predictions, Run, RunContext
 from dmisearch.seeding import derive_seed
 
 EVAL_CHUNK = 4096  # samples per forward pass at evaluation: bounds memory on large test sets
@@ -91,9 +91,21 @@ class MinibatchAlgorithm(Algorithm):
     def fit_predict(
         self, model: Architecture, jobs: Sequence[Job], ctx: RunContext
     ) -> list[Predictions]:
+        return self.fit_predict_runs([Run(model, self, jobs)], ctx)[0]
+
+    @classmethod
+    def fit_predict_runs(cls, runs: Sequence[Run], ctx: RunContext) -> list[list[Predictions]]:
+        """Every job of every run through the fused engine (``dmisearch.engine``), or one
+        model at a time with ``train_one`` when ``ctx.fused`` is off."""
         from dmisearch import engine
 
-        return engine.train([engine.Member(model, self, job) for job in jobs], ctx)
+        if not ctx.fused:
+            return [[train_one(r.algorithm, r.model, j, ctx) for j in r.jobs]  # type: ignore
+                    for r in runs]
+        members = [engine.Member(r.model, r.algorithm, j)  # type: ignore[arg-type]
+                   for r in runs for j in r.jobs]
+        preds = iter(engine.train(members, ctx))
+        return [[next(preds) for _ in r.jobs] for r in runs]
 
 
 def build_module(model: Architecture, seed: int, ctx: RunContext) -> torch.nn.Module:

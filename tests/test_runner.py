@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -126,7 +127,8 @@ def test_divergence_prunes_with_the_reason(tiny_doc, test_registry):
         assert t.state == TrialState.PRUNED
         assert t.user_attrs["pruned_reason"].startswith("diverged: non-finite loss or "
                                                         "predictions at n=8, seed=0")
-        assert len(t.user_attrs["curve"]["size"]) == 1  # the partial curve is kept
+        # no pruner: the whole curve trained in one stage, and all of it is kept
+        assert t.user_attrs["curve"]["size"] == [8, 8, 16, 16]
 
 
 def test_pruner_stops_after_the_first_size(tiny_doc, test_registry):
@@ -166,3 +168,74 @@ def test_timeout_bounds_a_run_without_n_trials(tiny_doc, test_registry):
     doc["search"]["timeout"] = 0.5
     study = run_study(build_spec(doc, test_registry, storage="memory"))
     assert len(study.trials) >= 1
+
+
+def test_batched_trials_fuse_and_keep_their_own_curves(tiny_doc, registry, monkeypatch):
+    from dmisearch import engine
+
+    calls: list[int] = []
+    real = engine.train
+    monkeypatch.setattr(engine, "train", lambda members, ctx, **kw: calls.append(
+        len(members)) or real(members, ctx, **kw))
+    tiny_doc["search"]["trials_per_batch"] = 3
+    tiny_doc["search"]["models"] = ["fcn"]
+    del tiny_doc["search"]["space"]["model"]["cnn_gap"]
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1}
+    study = run_study(build_spec(tiny_doc, registry, storage="memory"))
+    assert calls == [3 * 2 * 2]  # 3 trials x 2 sizes x 2 seeds, no pruner: one call
+    lrs = {t.params["algorithm.sgd.lr"] for t in study.trials}
+    assert len(lrs) == 3  # different hyperparameters, one program
+    # each trial's stored curve is what training it alone gives
+    for t in study.trials:
+        doc = copy.deepcopy(tiny_doc)
+        doc["search"]["trials_per_batch"] = 1
+        for name, value in t.params.items():  # fix every searched value to the trial's
+            if name != "pair":
+                kind, comp, param = name.split(".")
+                doc["search"]["space"][kind][comp][param] = value
+        (alone,) = run_study(build_spec(doc, registry, storage="memory", n_trials=1)).trials
+        assert alone.user_attrs["curve"]["test_error"] == pytest.approx(
+            t.user_attrs["curve"]["test_error"], rel=1e-5)
+
+
+def test_a_failing_trial_in_a_fused_batch_fails_alone(tiny_doc, test_registry):
+    doc = _mean_test_doc(tiny_doc, ["mean_test", "fail_test"], 8)
+    doc["search"]["trials_per_batch"] = 4
+    study = run_study(build_spec(doc, test_registry, storage="memory"))
+    for t in study.trials:
+        expected = TrialState.FAIL if t.params["pair"] == "fcn/fail_test" else (
+            TrialState.COMPLETE)
+        assert t.state == expected
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 8
+
+
+def test_interrupt_fails_every_trial_of_the_batch(tiny_doc, test_registry, journal):
+    doc = _mean_test_doc(tiny_doc, ["interrupt_test"], 6)
+    doc["search"]["trials_per_batch"] = 3
+    spec = build_spec(doc, test_registry, storage=journal)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec)
+    trials = reload(spec).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    assert all("interrupted" in t.user_attrs["error"] for t in trials)
+
+
+def test_loop_engine_gives_the_fused_results(tiny_doc, registry):
+    runs = {}
+    for name in ("fused", "loop"):
+        tiny_doc["study"]["engine"] = name
+        runs[name] = run_study(build_spec(tiny_doc, registry, storage="memory")).trials
+    for a, b in zip(runs["fused"], runs["loop"], strict=True):
+        assert a.params == b.params
+        assert a.user_attrs["curve"]["test_error"] == pytest.approx(
+            b.user_attrs["curve"]["test_error"], rel=1e-4)
+
+
+def test_pruner_trains_size_by_size_and_none_trains_the_curve_at_once(tiny_doc, registry):
+    from dmisearch.objective import StudyData, TrialObjective, make_context
+
+    for pruner, stages in (("median", [(8,), (16,)]), ("none", [(8, 16)])):
+        tiny_doc["search"]["pruner"] = pruner
+        spec = build_spec(tiny_doc, registry, storage="memory")
+        ctx = make_context(spec)
+        assert TrialObjective(spec, StudyData.prepare(spec, ctx), ctx).stages == stages

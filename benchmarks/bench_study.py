@@ -1,0 +1,104 @@
+"""End-to-end study throughput: the fused engine with batched trials vs one model at a time.
+
+Runs a study file twice in one process, on in-memory Optuna storage:
+
+* ``loop``: ``engine = "loop"``, ``trials_per_batch = 1``: each trial asked on its own and
+  each of its networks trained by a plain PyTorch loop, one after another (what a plain
+  Optuna objective with a PyTorch loop does);
+* ``fused``: the engine with trials asked ``--batch`` at a time.
+
+For each it prints the wall time, trials per hour, and the share of the wall time spent
+outside training (sampler, storage, metrics, Python): the time inside ``engine.train`` /
+``training.train_one`` is counted as training.
+
+    python benchmarks/bench_study.py studies/quickstart.toml [--n-trials 30] [--batch 8]
+        [--device cuda] [--skip-loop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import time
+
+import torch
+
+from dmisearch import engine, training
+from dmisearch.plugins import load_registry
+from dmisearch.runner import run_study
+from dmisearch.study_file import load_study
+
+
+class Clock:
+    """Accumulates the wall time spent inside the wrapped training functions."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, module, name: str):
+        real = getattr(module, name)
+
+        def timed(*args, **kw):
+            t = time.perf_counter()
+            try:
+                return real(*args, **kw)
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                self.seconds += time.perf_counter() - t
+
+        setattr(module, name, timed)
+        return real
+
+
+def measure(spec) -> dict:
+    clock = Clock()
+    real_train = clock.wrap(engine, "train")
+    real_one = clock.wrap(training, "train_one")
+    t = time.perf_counter()
+    try:
+        study = run_study(spec)
+    finally:
+        engine.train, training.train_one = real_train, real_one
+    wall = time.perf_counter() - t
+    n = len(study.trials)
+    return {"wall": wall, "trials": n, "per_hour": 3600 * n / wall,
+            "overhead": 1 - clock.seconds / wall,
+            "best": min((tr.value for tr in study.trials if tr.value is not None),
+                        default=float("nan"))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study")
+    ap.add_argument("--n-trials", type=int)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device")
+    ap.add_argument("--skip-loop", action="store_true")
+    args = ap.parse_args()
+    spec = load_study(args.study, load_registry(), storage="memory", n_trials=args.n_trials,
+                      device=args.device)
+    dev = spec.device if spec.device != "auto" else (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name() if dev.startswith("cuda") else (
+        f"{platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"# {args.study}: {spec.n_trials} trials, device {dev} ({name}), torch "
+          f"{torch.__version__}")
+    rows = []
+    if not args.skip_loop:
+        rows.append(("loop, 1 trial at a time",
+                     measure(dataclasses.replace(spec, engine="loop", trials_per_batch=1))))
+    rows.append((f"fused, {args.batch} trials per batch",
+                 measure(dataclasses.replace(spec, engine="fused",
+                                             trials_per_batch=args.batch))))
+    print(f"{'mode':28} {'wall s':>8} {'trials/h':>10} {'outside training':>17} {'best':>8}")
+    for label, r in rows:
+        print(f"{label:28} {r['wall']:>8.1f} {r['per_hour']:>10.0f} {r['overhead']:>16.1%} "
+              f"{r['best']:>8.3f}")
+    if len(rows) == 2:
+        print(f"speed-up (trials per hour): {rows[1][1]['per_hour'] / rows[0][1]['per_hour']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
