@@ -36,7 +36,7 @@ def test_quickstart_spec(registry):
     assert spec.info.input_shape == (1, 8, 8) and spec.metric == "error_rate"
     assert len(spec.pairs) == 8 and spec.excluded == ()
     assert type(spec.make_sampler()).__name__ == "TPESampler"
-    assert type(spec.make_pruner()).__name__ == "MedianPruner"
+    assert type(spec.make_pruner()).__name__ == "NopPruner" and spec.trials_per_batch == 4
 
 
 def test_tiny_spec_and_overrides(tiny_doc, registry):
