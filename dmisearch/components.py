@@ -209,16 +209,18 @@ class Architecture(Component):
         modules' tensors stacked along a leading axis (``torch.func.stack_module_state``,
         keyed like ``module.named_parameters()``) and ``x`` of shape ``(K, B, *input_shape)``,
         and returns ``(K, B, out_dim)``. Job ``k``'s output must equal ``module`` run with
-        the ``k``-th slices, to rounding. The default vectorises ``functional_call`` with
-        ``torch.func.vmap``, which serves any plain ``nn.Module``; override it with a faster
-        batched form (batched matrix products, grouped convolutions) where one exists.
+        the ``k``-th slices, to rounding; ``module.training`` says whether it is training.
+        The default vectorises ``functional_call`` with ``torch.func.vmap``, which serves
+        any plain ``nn.Module`` (random layers such as dropout draw independently per job,
+        so they do not reproduce the loop's draws; buffers must not change in forward);
+        override it with a faster batched form where one exists.
         """
         from torch.func import functional_call, vmap
 
         def one(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
             return functional_call(module, (params, buffers), (x,))
 
-        return vmap(one)
+        return vmap(one, randomness="different")
 
 
 # --------------------------------------------------------------------------------------------

@@ -230,6 +230,7 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
         opt.step()
         losses[t] = loss.detach()
 
+    modules[0].eval()  # the template: evaluation mode for predictions, as the loop does
     with torch.no_grad():
         tests = _Pools([m.job.x_test for m in chunk])
         test_pred = _predict(forward, params, buffers, tests.stacked(),

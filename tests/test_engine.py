@@ -225,3 +225,25 @@ def test_builtin_batched_forward_equals_vmap_forward():
         generic = Architecture.forward_batched(model, mods[0])(params, buffers, xs)
         assert rel(fast, generic) < 1e-12, name
         assert rel(fast[1], mods[1](x[:7])) < 1e-12, name
+
+
+@dataclasses.dataclass(kw_only=True)
+class DropoutMLP(PlainMLP):
+    """Dropout while training; off (eval mode) when predicting."""
+
+    name = "dropout_mlp_test"
+    p: float = 0.5
+
+    def build(self, input_shape, out_dim):
+        net = super().build(input_shape, out_dim)
+        return torch.nn.Sequential(*net[:3], torch.nn.Dropout(self.p), net[3])
+
+
+def test_random_layers_train_fused():
+    ctx, x, y, x_test = problem("regression", (2, 3), torch.float64)
+    algo = SGD(steps=5, batch_size=8, lr=0.01)
+    # p = 0: the generic path with vmap's per-job randomness still equals the loop
+    assert_matches_loop([engine.Member(DropoutMLP(p=0.0), algo, Job(x, y, x_test, 0))], ctx)
+    # p = 0.5: draws differ from the loop's, but it trains (vmap would refuse by default)
+    (fused,) = engine.train([engine.Member(DropoutMLP(), algo, Job(x, y, x_test, 0))], ctx)
+    assert torch.isfinite(fused.test).all() and not fused.diverged

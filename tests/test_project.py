@@ -37,3 +37,20 @@ def test_docs_name_every_study_file_section_and_key():
         assert f"## `[{section}]`" in doc, section
         for key in keys:
             assert f"`{key}`" in doc, f"[{section}] {key} is undocumented"
+
+
+def test_benchmark_scripts_run():
+    """Smoke test: the benchmarks stay runnable (their numbers live in RESULTS.md)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_engine.py"),
+                          "--ks", "2", "--steps", "3", "--repeat", "1", "--archs", "fcn,lcn"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "fcn" in res.stdout and "lcn" in res.stdout and "x " in res.stdout
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_study.py"),
+                          str(ROOT / "studies" / "quickstart.toml"), "--n-trials", "1",
+                          "--batch", "1"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "speed-up (trials per hour)" in res.stdout

@@ -25,7 +25,10 @@ def one_problem(doc, registry, **kw) -> str:
 
 
 def test_shipped_studies_load(registry):
-    for path in sorted((ROOT / "studies").glob("*.toml")):
+    paths = sorted((ROOT / "studies").glob("*.toml")) + sorted(
+        (ROOT / "benchmarks" / "studies").glob("*.toml"))
+    assert len(paths) >= 2
+    for path in paths:
         spec = load_study(path, registry)
         assert spec.pairs, path
 
