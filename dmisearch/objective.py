@@ -178,7 +178,10 @@ class TrialObjective:
                 self._run_stage(group, stage)
         for p in plans:
             if p.outcome == "running":
-                self._finish(p)
+                try:
+                    self._finish(p)
+                except Exception as exc:
+                    p.outcome, p.error = "failed", exc
             p.trial.set_user_attr("curve", p.curve)
             p.trial.set_user_attr("wall_time_s", time.perf_counter() - p.started)
 
@@ -202,18 +205,25 @@ class TrialObjective:
             return
         seconds = time.perf_counter() - t0
         for plan, got in zip(plans, preds, strict=True):
-            if len(got) != len(jobs):
-                plan.outcome = "failed"
-                plan.error = RuntimeError(f"algorithm '{plan.algo.name}' returned {len(got)} "
-                                          f"predictions for {len(jobs)} jobs")
-                continue
-            self._record(plan, jobs, got, seconds)
+            try:
+                if len(got) != len(jobs):
+                    raise RuntimeError(f"algorithm '{plan.algo.name}' returned {len(got)} "
+                                       f"predictions for {len(jobs)} jobs")
+                self._record(plan, jobs, got, seconds)
+            except Exception as exc:  # e.g. predictions of the wrong shape from a plugin
+                plan.outcome, plan.error = "failed", exc
 
     def _record(self, plan: TrialPlan, jobs: list[tuple[int, int, Job]],
                 preds: list[Predictions], seconds: float) -> None:
         spec, trial = self.spec, plan.trial
         by_size: dict[int, list[float]] = {}
+        out = self.ctx.out_dim
         for (n, s, job), p in zip(jobs, preds, strict=True):
+            for what, got, rows in (("test", p.test, len(job.x_test)), ("train", p.train, n)):
+                if tuple(got.shape) != (rows, out):
+                    raise RuntimeError(
+                        f"algorithm '{plan.algo.name}' returned {what} predictions of shape "
+                        f"{tuple(got.shape)} for n={n}, seed={s}; expected ({rows}, {out})")
             test_err = error(spec.metric, p.test, self.data.splits[s].y_test)  # type: ignore
             train_err = error(spec.metric, p.train, job.y_train)  # type: ignore[arg-type]
             for key, v in (("size", n), ("seed", s), ("test_error", test_err),

@@ -198,14 +198,20 @@ def test_batched_trials_fuse_and_keep_their_own_curves(tiny_doc, registry, monke
             t.user_attrs["curve"]["test_error"], rel=1e-5)
 
 
-def test_a_failing_trial_in_a_fused_batch_fails_alone(tiny_doc, test_registry):
-    doc = _mean_test_doc(tiny_doc, ["mean_test", "fail_test"], 8)
+@pytest.mark.parametrize("culprit,error", [
+    ("fail_test", "RuntimeError: plugin exploded"),
+    ("bad_shape_test", "RuntimeError"),  # predictions of the wrong shape
+])
+def test_a_failing_trial_in_a_fused_batch_fails_alone(tiny_doc, test_registry, culprit, error):
+    doc = _mean_test_doc(tiny_doc, ["mean_test", culprit], 8)
     doc["search"]["trials_per_batch"] = 4
     study = run_study(build_spec(doc, test_registry, storage="memory"))
     for t in study.trials:
-        expected = TrialState.FAIL if t.params["pair"] == "fcn/fail_test" else (
+        expected = TrialState.FAIL if t.params["pair"] == f"fcn/{culprit}" else (
             TrialState.COMPLETE)
         assert t.state == expected
+        if expected == TrialState.FAIL:
+            assert t.user_attrs["error"].startswith(error)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 8
 
 

@@ -109,3 +109,17 @@ class TestPlugin:
     def register_algorithms(self, register):
         for cls in ALGORITHMS:
             register(cls)
+
+
+@dataclasses.dataclass(kw_only=True)
+class BadShape(MeanPredictor):
+    """Returns predictions of the wrong shape: the framework must catch it per trial."""
+
+    name = "bad_shape_test"
+
+    def fit_predict(self, model, jobs, ctx):
+        return [Predictions(p.test[:, :0], p.train) for p in super().fit_predict(model, jobs,
+                                                                                ctx)]
+
+
+ALGORITHMS = (*ALGORITHMS, BadShape)
