@@ -141,11 +141,15 @@ class DataGenerator(Component):
 
 
 class Transform(Component):
-    """A group action on a generator's inputs (``digits + permute`` is a data generator).
+    """A group action on inputs: on a generator's data (``digits + permute`` is a data
+    generator) or as training-time augmentation (``sgd+shift``).
 
-    A transform's fixed parts (a rotation matrix, a permutation) depend only on its own
-    parameters (typically ``seed``) and the input shape; random parts (a shift drawn per
-    sample) come from the ``generator`` passed in, so results are reproducible.
+    As a data transform (``apply``), its fixed parts (a rotation matrix, a permutation)
+    depend only on its own parameters (typically ``seed``) and the input shape; random
+    parts (a shift drawn per sample) come from the ``generator`` passed in, so results are
+    reproducible. As an augmentation (``augment``), it acts on each sample with a random
+    element of its group. A transform whose group is finite may enumerate it (``orbit``),
+    which kernel algorithms use to average their kernel over the group.
     """
 
     kind = "transform"
@@ -157,6 +161,18 @@ class Transform(Component):
     @abstractmethod
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Transform a batch ``x`` of shape ``(n, *input_shape)``; returns the same shape."""
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Each sample of ``x`` acted on by an independent random element of the group.
+
+        The default is ``apply``, right for transforms that already draw per sample.
+        """
+        return self.apply(x, generator)
+
+    def orbit(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Every group element applied to ``x``: ``(|G|, n, *input_shape)``, identity
+        first; None when the group is not finite (the default)."""
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +209,23 @@ class Architecture(Component):
     def check_input(self, input_shape: tuple[int, ...]) -> str | None:
         """Why this architecture, with these hyperparameters, cannot take ``input_shape``."""
         return self.shape_problem(input_shape)
+
+    def capability_problem(self, capability: str) -> str | None:
+        """Why this instance lacks a capability its class ``provides`` (e.g. no analytic
+        kernel for this activation); None when it has it."""
+        return None
+
+    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None, kind: str) -> torch.Tensor:
+        """The infinite-width kernel ``kind`` ("nngp" or "ntk") between ``x1`` (n1, *shape)
+        and ``x2`` (n2, *shape; None: x1), as float64 ``(n1, n2)`` on ``x1``'s device.
+
+        Only for classes whose ``provides`` includes ``kind``.
+        """
+        raise NotImplementedError(f"architecture '{self.name}' has no analytic {kind} kernel")
+
+    def kernel_key(self) -> Any:
+        """What the kernel depends on: equal keys, equal kernels (used to cache them)."""
+        return (type(self), repr(sorted(self.get_params().items())))
 
     @abstractmethod
     def build(self, input_shape: tuple[int, ...], out_dim: int) -> torch.nn.Module:
@@ -285,6 +318,24 @@ class Algorithm(Component):
     requires: ClassVar[frozenset[str]] = frozenset({"module"})
     #: Tasks this algorithm can learn.
     tasks: ClassVar[frozenset[str]] = frozenset(TASKS)
+    #: Set on the classes the study loader composes for ``name+transform`` (e.g.
+    #: ``sgd+shift``): train on the orbit of the training set under this transform.
+    augmentation: ClassVar[Transform | None] = None
+
+    @classmethod
+    def augmentation_problem(cls, transform: Transform) -> str | None:
+        """Why this algorithm cannot be trained with ``transform`` as augmentation."""
+        return f"algorithm '{cls.name}' does not support augmentation"
+
+    def model_problem(self, model: Architecture) -> str | None:
+        """Why this algorithm, with these hyperparameters, cannot use ``model`` (None: it
+        can). Checked before the study runs at every extreme of both search spaces. The
+        default asks the model about each required capability."""
+        for capability in sorted(self.requires):
+            why = model.capability_problem(capability)
+            if why:
+                return why
+        return None
 
     @abstractmethod
     def fit_predict(
@@ -307,6 +358,19 @@ class Algorithm(Component):
         return [r.algorithm.fit_predict(r.model, r.jobs, ctx) for r in runs]
 
 
+def augmented(base: type[Algorithm], transform: Transform) -> type[Algorithm]:
+    """``base`` trained on the orbit of its training sets under ``transform``: the class
+    behind a study file's ``sgd+shift``. Same hyperparameters, name ``base+transform``."""
+    name = f"{base.name}+{transform.name}"
+    return type(f"{base.__name__}Augmented", (base,), {
+        "name": name,
+        "augmentation": transform,
+        "__module__": base.__module__,
+        "__qualname__": f"{base.__qualname__}Augmented",
+        "__doc__": f"{base.summary()} Augmented by '{transform.name}': {transform.summary()}",
+    })
+
+
 BASES: dict[str, type[Component]] = {
     "data": DataGenerator,
     "transform": Transform,
@@ -327,4 +391,8 @@ def pair_problem(
         )
     if info.task not in algo.tasks:
         return f"algorithm '{algo.name}' cannot learn {info.task} (only {sorted(algo.tasks)})"
+    if algo.augmentation is not None:
+        why = algo.augmentation.check_input(info.input_shape)
+        if why:
+            return f"augmentation '{algo.augmentation.name}': {why}"
     return arch.shape_problem(info.input_shape)

@@ -50,7 +50,13 @@ import torch.nn.functional as F
 from torch.func import stack_module_state
 
 from dmisearch.components import Architecture, Job, Predictions, RunContext
-from dmisearch.training import EVAL_CHUNK, MinibatchAlgorithm, batch_schedule, build_module
+from dmisearch.training import (
+    EVAL_CHUNK,
+    MinibatchAlgorithm,
+    augment_generator,
+    batch_schedule,
+    build_module,
+)
 
 #: Fraction of free CUDA memory a chunk may plan to use.
 MEMORY_FRACTION = 0.7
@@ -213,10 +219,27 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     order = torch.stack([batch_schedule(m.job.size, batch, steps, m.job.seed)
                          for m in chunk]).to(ctx.device)  # (K, steps, batch)
     losses = torch.empty(steps, k, device=ctx.device, dtype=ctx.dtype)
+    tests = _Pools([m.job.x_test for m in chunk])
+    test_index = torch.tensor(tests.index, device=ctx.device)
+    rows = torch.arange(k, device=ctx.device)[:, None]
+    f0_train = f0_test = None
+    if first.algo.center:  # the initial functions, subtracted throughout (see training.py)
+        modules[0].eval()
+        with torch.no_grad():
+            f0_train = _predict(forward, params, buffers, x_pool, xi)  # (K, N, out)
+            f0_test = _predict(forward, params, buffers, tests.stacked(), test_index)
+        modules[0].train()
+    aug = first.algo.augmentation
 
     def job_losses(t: int) -> torch.Tensor:
         idx = order[:, t]  # (K, batch)
-        out = forward(params, buffers, x_pool[xi[:, None], idx])  # (K, batch, out)
+        xb = x_pool[xi[:, None], idx]  # (K, batch, *shape)
+        if aug is not None:  # each job's draws from its own generator, as in the loop
+            xb = torch.stack([aug.augment(xb[j], augment_generator(m.job.seed, t))
+                              for j, m in enumerate(chunk)])
+        out = forward(params, buffers, xb)  # (K, batch, out)
+        if f0_train is not None:
+            out = out - f0_train[rows, idx]
         return _job_losses(ctx.task, out, y_pool[yi[:, None], idx])  # (K,)
 
     params = _match_grad_layout(params, job_losses)
@@ -232,10 +255,10 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
 
     modules[0].eval()  # the template: evaluation mode for predictions, as the loop does
     with torch.no_grad():
-        tests = _Pools([m.job.x_test for m in chunk])
-        test_pred = _predict(forward, params, buffers, tests.stacked(),
-                             torch.tensor(tests.index, device=ctx.device))
+        test_pred = _predict(forward, params, buffers, tests.stacked(), test_index)
         train_pred = _predict(forward, params, buffers, x_pool, xi)
+        if f0_train is not None:
+            test_pred, train_pred = test_pred - f0_test, train_pred - f0_train
     preds = []
     finite_loss = torch.isfinite(losses).all(0)
     for j, m in enumerate(chunk):

@@ -21,11 +21,13 @@ import numpy as np
 import optuna
 
 from dmisearch.components import (
+    Algorithm,
     Architecture,
     Component,
     DataGenerator,
     DataInfo,
     Transform,
+    augmented,
     pair_problem,
 )
 from dmisearch.data import Composed, check_split
@@ -379,11 +381,28 @@ def _lookup(registry: Registry, kind: str, name: Any, key: str, pb: _Problems) -
     if not isinstance(name, str):
         pb.add(key, f"must be a {kind} name (a string), got {name!r}")
         return None
+    if kind == "algorithm" and "+" in name:
+        return _augmented(registry, name, key, pb)
     try:
         return registry.entry(kind, name)
     except DmisearchError as exc:
         pb.add(key, str(exc))
         return None
+
+
+def _augmented(registry: Registry, name: str, key: str, pb: _Problems) -> Entry | None:
+    """``algorithm+transform``: the algorithm trained on its training sets' orbits."""
+    base_name, _, t_name = name.partition("+")
+    base = _lookup(registry, "algorithm", base_name, key, pb)
+    t_entry = _lookup(registry, "transform", t_name, key, pb)
+    if base is None or t_entry is None:
+        return None
+    transform = t_entry.cls()
+    why = base.cls.augmentation_problem(transform)  # type: ignore[attr-defined]
+    if why:
+        pb.add(key, f"'{name}': {why}")
+        return None
+    return dataclasses.replace(base, name=name, cls=augmented(base.cls, transform))
 
 
 def _build_data(table: Mapping[str, Any], registry: Registry, pb: _Problems
@@ -611,7 +630,25 @@ def _build_search(
     m_cands = _spaces(space.get("model", {}), "model", models, used_m, info, pb, names_ok)
     a_cands = _spaces(space.get("algorithm", {}), "algorithm", algos, used_a, info, pb,
                       names_ok)
+    if len(pb.items) == before:
+        for m, a in pairs:
+            _check_pair(m_cands[m], a_cands[a], pb)
     return m_cands, a_cands, tuple(pairs), tuple(excluded)
+
+
+def _check_pair(model: Candidate, algo: Candidate, pb: _Problems) -> None:
+    """Every model the space can reach must suit the algorithm (e.g. have a kernel)."""
+    algo_obj = algo.cls(**next(corners(algo.space)))
+    assert isinstance(algo_obj, Algorithm)
+    for params in corners(model.space):
+        why = algo_obj.model_problem(model.cls(**params))  # type: ignore[arg-type]
+        if why:
+            changed = ", ".join(f"{k}={v!r}" for k, v in params.items()
+                                if not _is_first(model.space, k, v))
+            pb.add(f"search.space.model.{model.entry.name}",
+                   f"{why}{f' (at {changed})' if changed else ''}, which algorithm "
+                   f"'{algo.entry.name}' needs; restrict the space or drop the pair")
+            return
 
 
 def _spaces(

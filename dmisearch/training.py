@@ -14,6 +14,10 @@ to dmisearch, so every optimiser gets the same, documented training protocol:
   syncs with the host;
 * loss: mean squared error (regression) or cross-entropy (classification), mean over the
   batch;
+* ``center``: the trained function is ``f - f0``, the network minus its initial function
+  (targets and predictions are those of the difference), as in neural-tangents;
+* augmentation (``sgd+shift``): each minibatch sample is acted on by a random element of
+  the transform's group, drawn per job and step from ``augment_generator``;
 * a job whose loss or predictions become NaN/infinite is reported as diverged.
 """
 
@@ -28,7 +32,15 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dmisearch.components import Algorithm, Architecture, Job, Predictions, Run, RunContext
+from dmisearch.components import (
+    Algorithm,
+    Architecture,
+    Job,
+    Predictions,
+    Run,
+    RunContext,
+    Transform,
+)
 from dmisearch.seeding import derive_seed
 
 EVAL_CHUNK = 4096  # samples per forward pass at evaluation: bounds memory on large test sets
@@ -45,6 +57,7 @@ class MinibatchAlgorithm(Algorithm):
     epochs: float | None = None  # if set: ceil(epochs * (n // batch)) steps instead of steps
     batch_size: int = 64  # minibatch size (capped at the training-set size)
     weight_decay: float = 0.0  # L2 penalty, as torch.optim applies it
+    center: bool = False  # train f - f0 (the network minus its initial function)
 
     #: Hyperparameters that may differ between jobs trained in one fused program; they
     #: reach ``fused_optimizer`` per job. Jobs differing in any other one never fuse.
@@ -79,6 +92,12 @@ class MinibatchAlgorithm(Algorithm):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.center and self.augmentation is not None:
+            raise ValueError("center=true cannot be combined with augmentation")
+
+    @classmethod
+    def augmentation_problem(cls, transform: Transform) -> str | None:
+        return None  # any transform: each minibatch sample gets a random group element
 
     def n_steps(self, n: int) -> int:
         """Optimiser steps for a training set of ``n`` samples."""
@@ -146,6 +165,9 @@ def train_one(
     one-model-at-a-time baseline of the benchmarks.
     """
     module = build_module(model, job.seed, ctx)
+    f0_train = f0_test = None
+    if algo.center:
+        f0_train, f0_test = predict(module, job.x_train), predict(module, job.x_test)
     opt = algo.make_optimizer(module.parameters())
     n = job.size
     batch = min(algo.batch_size, n)
@@ -154,13 +176,27 @@ def train_one(
     losses = torch.empty(steps, device=ctx.device, dtype=ctx.dtype)
     for t in range(steps):
         idx = order[t]
-        loss = loss_fn(ctx.task, module(job.x_train[idx]), job.y_train[idx])
+        xb = job.x_train[idx]
+        if algo.augmentation is not None:
+            xb = algo.augmentation.augment(xb, augment_generator(job.seed, t))
+        out = module(xb)
+        if f0_train is not None:
+            out = out - f0_train[idx]
+        loss = loss_fn(ctx.task, out, job.y_train[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses[t] = loss.detach()
     test, train = predict(module, job.x_test), predict(module, job.x_train)
+    if f0_train is not None:
+        test, train = test - f0_test, train - f0_train
     diverged = not bool(
         torch.isfinite(losses).all() & torch.isfinite(test).all() & torch.isfinite(train).all()
     )
     return Predictions(test=test, train=train, diverged=diverged, losses=losses)
+
+
+def augment_generator(seed: int, step: int) -> torch.Generator:
+    """The (CPU) generator of a job's augmentation draws at one step: the same in the loop
+    and in the engine, whatever else is drawn around it."""
+    return torch.Generator().manual_seed(derive_seed(seed, "augment", step))

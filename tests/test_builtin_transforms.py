@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -185,11 +186,65 @@ def test_plugin_manager_accepts_the_module():
 
     reg = load_registry(entry_points=False, plugins=[builtin_transforms])
     assert not reg.problems, reg.problems
-    assert set(reg.names("transform")) == {"rotate", "permute", "shift"}
+    assert set(reg.names("transform")) == {"rotate", "permute", "shift", "flip"}
 
 
-def test_register_hook_registers_all_three():
+def test_register_hook_registers_all_four():
     got = []
     builtin_transforms.register_transforms(register=got.append)
-    assert [c.name for c in got] == ["rotate", "permute", "shift"]
+    assert [c.name for c in got] == ["rotate", "permute", "shift", "flip"]
     assert all(c.summary() for c in got)
+
+
+# ---- augmentation: random group elements per sample, and finite orbits -------------------
+
+
+def _distinct(shape, n=5):
+    return torch.arange(n * math.prod(shape), dtype=torch.float64).reshape(n, *shape)
+
+
+def test_rotate_augment_draws_an_orthogonal_matrix_per_sample():
+    x = torch.randn(6, 1, 5, dtype=torch.float64)
+    t = builtin_transforms.Rotate()
+    a = t.augment(x, torch.Generator().manual_seed(1))
+    b = t.augment(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert torch.allclose(a.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), atol=1e-12)
+    same = x[:1].expand(6, 1, 5)
+    c = t.augment(same, torch.Generator().manual_seed(2))
+    assert (c[1:] - c[:1]).abs().max() > 1e-3  # a different rotation per sample
+
+
+def test_permute_augment_draws_a_permutation_per_sample():
+    x = _distinct((1, 7), n=1).expand(50, 1, 7)
+    y = builtin_transforms.Permute().augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(y.sort(dim=-1).values, x)
+    assert len({tuple(r.flatten().tolist()) for r in y}) > 40
+
+
+@pytest.mark.parametrize("shape,max_shift,size", [
+    ((1, 6), None, 6), ((2, 3, 4), None, 12), ((1, 6), 1, 3), ((1, 4, 5), 1, 9),
+])
+def test_shift_orbit_enumerates_each_shift_once(shape, max_shift, size):
+    x = _distinct(shape, n=2)
+    orb = builtin_transforms.Shift(max_shift=max_shift).orbit(x)
+    assert orb.shape == (size, 2, *shape) and torch.equal(orb[0], x)
+    assert len({tuple(o[0].flatten().tolist()) for o in orb}) == size
+    # every element is a cyclic shift of the input
+    for o in orb:
+        dims = tuple(range(1, len(shape)))
+        assert any(torch.equal(o[0], torch.roll(x[0], s, dims=dims))
+                   for s in itertools.product(*(range(n) for n in shape[1:])))
+
+
+@pytest.mark.parametrize("shape,size", [((1, 5), 2), ((2, 3, 4), 4)])
+def test_flip_orbit_and_apply(shape, size):
+    x = _distinct(shape, n=40)
+    t = builtin_transforms.Flip()
+    orb = t.orbit(x)
+    assert orb.shape == (size, 40, *shape) and torch.equal(orb[0], x)
+    y = t.apply(x, torch.Generator().manual_seed(3))
+    hits = [[torch.equal(y[i], orb[g, i]) for g in range(size)] for i in range(40)]
+    assert all(sum(h) == 1 for h in hits)  # each sample is exactly one group element
+    assert len({h.index(True) for h in hits}) == size  # and all elements occur
+    assert t.check_input((6,)) is not None

@@ -15,7 +15,7 @@ import torch
 from dmisearch import Architecture, engine
 from dmisearch.components import Job, RunContext
 from dmisearch.training import MinibatchAlgorithm, train_one
-from dmisearch_builtins.algorithms import SGD, Adam
+from dmisearch_builtins.algorithms import GD, SGD, Adam
 from dmisearch_builtins.architectures import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -247,3 +247,32 @@ def test_random_layers_train_fused():
     # p = 0.5: draws differ from the loop's, but it trains (vmap would refuse by default)
     (fused,) = engine.train([engine.Member(DropoutMLP(), algo, Job(x, y, x_test, 0))], ctx)
     assert torch.isfinite(fused.test).all() and not fused.diverged
+
+
+@pytest.mark.parametrize("transform", ["shift", "flip", "permute", "rotate"])
+def test_augmented_training_matches_the_loop(transform):
+    from dmisearch.components import augmented
+    from dmisearch_builtins import transforms
+
+    t = {"shift": transforms.Shift(), "flip": transforms.Flip(),
+         "permute": transforms.Permute(), "rotate": transforms.Rotate()}[transform]
+    ctx, x, y, x_test = problem("classification", SHAPES[2], torch.float64)
+    algo = augmented(Adam, t)(lr=0.01, steps=8, batch_size=8)
+    # cnn_vec: cnn_gap with circular padding would be exactly invariant to shifts
+    members = [engine.Member(FAMILIES["cnn_vec"](width=3), algo, Job(x[:n], y[:n], x_test, s))
+               for n in (8, 24) for s in (0, 1)]
+    fused = assert_matches_loop(members, ctx)
+    plain = engine.train([engine.Member(m.model, Adam(lr=0.01, steps=8, batch_size=8), m.job)
+                          for m in members], ctx)
+    assert rel(fused[0].losses, plain[0].losses) > 1e-6  # the augmentation did something
+
+
+def test_centred_training_matches_the_loop_and_starts_from_zero():
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    model = FAMILIES["fcn"](width=16, parameterization="ntk")
+    members = [engine.Member(model, GD(lr=0.1, steps=10, center=True), Job(x, y, x_test, s))
+               for s in (0, 1)]
+    assert_matches_loop(members, ctx)
+    (untrained,) = engine.train([engine.Member(model, GD(lr=1e-12, steps=1, center=True),
+                                               Job(x, y, x_test, 0))], ctx)
+    assert untrained.test.abs().max() < 1e-9  # f - f0 is zero at initialisation

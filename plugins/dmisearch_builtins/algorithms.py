@@ -1,4 +1,4 @@
-"""Minibatch optimisers: ``sgd`` (with momentum) and ``adam``.
+"""Gradient-based training: ``sgd`` (with momentum), ``adam`` and full-batch ``gd``.
 
 The training protocol (initialisation, batches, losses, divergence) is
 ``dmisearch.training.MinibatchAlgorithm``'s; each class here only configures its
@@ -92,7 +92,46 @@ def _hyper(algos: Sequence[object], names: Iterable[str]) -> dict[str, torch.Ten
             for n in names}
 
 
+FULL_BATCH = 2**31 - 1
+
+
+@dataclasses.dataclass(kw_only=True)
+class GD(MinibatchAlgorithm):
+    """Full-batch gradient descent: the finite-width counterpart of ntk kernel regression.
+
+    Every step uses the whole training set. With ``center = true`` and a wide network in
+    the ntk parameterisation, its predictions approach those of ``ntk`` kernel regression
+    trained for the same time (Jacot et al. 2018; Lee et al. 2019).
+    """
+
+    name = "gd"
+    lr: float = 0.5  # learning rate
+    batch_size: int = FULL_BATCH  # fixed: the whole training set at every step
+    space = {"lr": Float(1e-2, 4.0, log=True), "steps": Int(100, 5000, log=True)}
+    per_job = frozenset({"lr", "momentum", "weight_decay"})
+    momentum: float = 0.0  # heavy-ball momentum in [0, 1)
+
+    def check(self) -> None:
+        super().check()
+        if self.batch_size != FULL_BATCH:
+            raise ValueError("gd always trains on the whole training set; use sgd for "
+                             f"minibatches (got batch_size={self.batch_size})")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+    @classmethod
+    def fused_optimizer(cls, params: Sequence[torch.Tensor], algos: Sequence[GD],
+                        steps: int) -> FusedSGD:
+        return FusedSGD(params, _hyper(algos, cls.per_job))
+
+
 @hookimpl
 def register_algorithms(register):
-    register(SGD)
-    register(Adam)
+    from dmisearch_builtins.kernel_algorithms import NNGP, NTK
+
+    for cls in (SGD, Adam, GD, NNGP, NTK):
+        register(cls)

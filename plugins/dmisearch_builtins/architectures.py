@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -55,6 +55,7 @@ class _Network(Architecture):
     sigma_b: float = 0.0  # bias scale: b ~ N(0, sigma_b^2)
 
     min_depth: ClassVar[int] = 0
+    provides = frozenset({"module", "nngp", "ntk"})
 
     def check(self) -> None:
         if self.depth < self.min_depth:
@@ -74,6 +75,25 @@ class _Network(Architecture):
             raise ValueError(f"sigma_w must be > 0, got {self.sigma_w}")
         if self.sigma_b < 0:
             raise ValueError(f"sigma_b must be >= 0, got {self.sigma_b}")
+
+    def capability_problem(self, capability: str) -> str | None:
+        if capability in ("nngp", "ntk"):
+            from dmisearch_builtins.kernels import kernel_problem
+
+            return kernel_problem(self)
+        return None
+
+    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None, kind: str) -> torch.Tensor:
+        """Analytic infinite-width kernel (``dmisearch_builtins.kernels``)."""
+        from dmisearch_builtins.kernels import kernel
+
+        return kernel(self, x1, x2, kind)
+
+    def kernel_key(self) -> Any:
+        """Width and parameterisation do not enter the infinite-width kernels."""
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("width", "parameterization")}
+        return (type(self), repr(sorted(params.items())))
 
     def _dense(self, fan_in: int, fan_out: int) -> Dense:
         return Dense(fan_in, fan_out, self.parameterization, self.sigma_w, self.sigma_b)

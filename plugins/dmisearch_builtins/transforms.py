@@ -66,6 +66,16 @@ class Rotate(Transform):
         q = self.matrix(d, x.dtype).to(x.device)
         return (x.reshape(n, d) @ q.T).reshape(x.shape)
 
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A fresh Haar-random rotation per sample (O(d) as augmentation: O(n d^3) work)."""
+        n, d = x.shape[0], math.prod(x.shape[1:])
+        a = torch.randn((n, d, d), generator=generator, dtype=torch.float64)
+        q, r = torch.linalg.qr(a)
+        signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+        signs[signs == 0] = 1.0
+        q = (q * signs[:, None, :]).to(device=x.device, dtype=x.dtype)
+        return torch.bmm(q, x.reshape(n, d, 1)).reshape(x.shape)
+
 
 @dataclasses.dataclass(kw_only=True)
 class Permute(Transform):
@@ -89,6 +99,12 @@ class Permute(Transform):
         n, d = x.shape[0], math.prod(x.shape[1:])
         p = self.permutation(d).to(x.device)
         return x.reshape(n, d)[:, p].reshape(x.shape)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A fresh uniformly random permutation of the coordinates per sample."""
+        n, d = x.shape[0], math.prod(x.shape[1:])
+        perm = torch.rand((n, d), generator=generator).argsort(dim=1).to(x.device)
+        return torch.gather(x.reshape(n, d), 1, perm).reshape(x.shape)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -118,25 +134,73 @@ class Shift(Transform):
             )
         return None
 
+    def _offsets(self, length: int) -> range:
+        if self.max_shift is None:
+            return range(length)
+        k = int(self.max_shift)
+        return range(-k, k + 1)
+
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         problem = self.check_input(tuple(x.shape[1:]))
         if problem:
             raise ValueError(problem)
         n = x.shape[0]
         for dim in range(2, x.ndim):  # spatial axes of the batch
-            length = x.shape[dim]
-            if self.max_shift is None:
-                off = torch.randint(0, length, (n,), generator=generator)
-            else:
-                k = int(self.max_shift)
-                off = torch.randint(-k, k + 1, (n,), generator=generator)
-            # torch.roll by s: out[..., i, ...] = x[..., (i - s) mod L, ...], per sample.
-            idx = (torch.arange(length)[None, :] - off[:, None]) % length  # (n, L)
-            view = [n] + [1] * (x.ndim - 1)
-            view[dim] = length
-            idx = idx.reshape(view).to(x.device).expand(x.shape)
-            x = torch.gather(x, dim, idx)
+            offsets = self._offsets(x.shape[dim])
+            off = torch.randint(offsets.start, offsets.stop, (n,), generator=generator)
+            x = _roll_each(x, dim, off)
         return x
+
+    def orbit(self, x: torch.Tensor) -> torch.Tensor:
+        """All shifts (every offset combination over the spatial axes), identity first."""
+        out = [x]
+        for dim in range(2, x.ndim):
+            offsets = [o for o in self._offsets(x.shape[dim]) if o != 0]
+            out = out + [torch.roll(y, o, dims=dim) for y in out for o in offsets]
+        return torch.stack(out)
+
+
+def _roll_each(x: torch.Tensor, dim: int, off: torch.Tensor) -> torch.Tensor:
+    """``torch.roll`` of each sample of ``x`` along ``dim`` by its own offset ``off[i]``."""
+    n, length = x.shape[0], x.shape[dim]
+    # roll by s: out[..., i, ...] = x[..., (i - s) mod L, ...]
+    idx = (torch.arange(length)[None, :] - off[:, None]) % length  # (n, L)
+    view = [n] + [1] * (x.ndim - 1)
+    view[dim] = length
+    return torch.gather(x, dim, idx.reshape(view).to(x.device).expand(x.shape))
+
+
+@dataclasses.dataclass(kw_only=True)
+class Flip(Transform):
+    """A random reflection of each sample along each spatial axis (each with probability 1/2).
+
+    Inputs are ``(n, C, *spatial)``; 1-D inputs are reversed, 2-D images flipped
+    horizontally and/or vertically. The group has 2 (1-D) or 4 (2-D) elements.
+    """
+
+    name = "flip"
+
+    def check_input(self, input_shape: tuple[int, ...]) -> str | None:
+        if len(input_shape) < 2:
+            return (f"flip needs inputs shaped (channels, *spatial) with at least one spatial "
+                    f"axis, got {tuple(input_shape)}")
+        return None
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        problem = self.check_input(tuple(x.shape[1:]))
+        if problem:
+            raise ValueError(problem)
+        for dim in range(2, x.ndim):
+            mask = torch.rand(x.shape[0], generator=generator) < 0.5
+            view = (-1,) + (1,) * (x.ndim - 1)
+            x = torch.where(mask.reshape(view).to(x.device), x.flip(dim), x)
+        return x
+
+    def orbit(self, x: torch.Tensor) -> torch.Tensor:
+        out = [x]
+        for dim in range(2, x.ndim):
+            out = out + [y.flip(dim) for y in out]
+        return torch.stack(out)
 
 
 @hookimpl
@@ -144,3 +208,4 @@ def register_transforms(register):
     register(Rotate)
     register(Permute)
     register(Shift)
+    register(Flip)
