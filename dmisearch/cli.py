@@ -171,9 +171,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if e.kind == kind]
     plugins = [{"name": p.name, "package": p.package, "version": p.version, "origin": p.origin,
                 "status": p.status, "error": p.error} for p in registry.plugins]
+    excluded = _excluded_pairings(registry)
     if args.json:
-        print(json.dumps({"components": comps, "plugins": plugins,
-                          "problems": registry.problems}, indent=2, default=str))
+        print(json.dumps({"components": comps, "plugins": plugins, "excluded_pairings": [
+            {"model": m, "algorithm": a, "reason": why} for m, a, why in excluded],
+            "problems": registry.problems}, indent=2, default=str))
         return 0
     titles = {"data": "data generators", "transform": "transforms",
               "architecture": "architectures", "algorithm": "algorithms"}
@@ -186,6 +188,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for c in rows:
             pkg = f"{c['package']} {c['version']}" if c["package"] else "(not packaged)"
             print(f"  {c['name']:<{width}}  {c['summary']}  [{pkg}, plugin {c['plugin']}]")
+    if excluded:
+        print("pairings excluded (whatever the data):")
+        for m, a, why in excluded:
+            print(f"  {m} / {a}: {why}")
     print("plugins:")
     for p in plugins:
         pkg = f"{p['package']} {p['version']}" if p["package"] else "(not packaged)"
@@ -196,6 +202,26 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for problem in registry.problems:
         _err(f"dmisearch: warning: {problem}")
     return 0
+
+
+def _excluded_pairings(registry: Any) -> list[tuple[str, str, str]]:
+    """(model, algorithm, why) for pairs that cannot run: a capability the architecture
+    lacks, or lacks with its default hyperparameters (e.g. no kernel for its activation)."""
+    from dmisearch.components import capability_problem
+
+    out = []
+    archs = [e for e in registry if e.kind == "architecture"]
+    for algo in (e for e in registry if e.kind == "algorithm"):
+        for arch in archs:
+            why = capability_problem(arch.cls, algo.cls)
+            if why is None:
+                try:
+                    why = algo.cls().model_problem(arch.cls())
+                except Exception as exc:  # a plugin whose defaults do not construct
+                    why = f"cannot check with default hyperparameters: {exc}"
+            if why:
+                out.append((arch.name, algo.name, why))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

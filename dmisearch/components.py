@@ -94,6 +94,7 @@ class DataInfo:
     task: Task
     out_dim: int  # number of classes (classification) or target dimension (regression)
     n_available: int | None = None  # finite datasets: samples in all; None: unlimited
+    n_test_available: int | None = None  # a fixed test set apart from the n_available ones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,16 +380,24 @@ BASES: dict[str, type[Component]] = {
 }
 
 
-def pair_problem(
-    arch: type[Architecture], algo: type[Algorithm], info: DataInfo
-) -> str | None:
-    """Why (architecture, algorithm) cannot run on data described by ``info`` (None: it can)."""
+def capability_problem(arch: type[Architecture], algo: type[Algorithm]) -> str | None:
+    """Why ``algo`` can never use ``arch``: a required capability the class lacks."""
     missing = algo.requires - arch.provides
     if missing:
         return (
             f"algorithm '{algo.name}' needs {sorted(missing)} which architecture "
             f"'{arch.name}' does not provide (it provides {sorted(arch.provides)})"
         )
+    return None
+
+
+def pair_problem(
+    arch: type[Architecture], algo: type[Algorithm], info: DataInfo
+) -> str | None:
+    """Why (architecture, algorithm) cannot run on data described by ``info`` (None: it can)."""
+    missing = capability_problem(arch, algo)
+    if missing:
+        return missing
     if info.task not in algo.tasks:
         return f"algorithm '{algo.name}' cannot learn {info.task} (only {sorted(algo.tasks)})"
     if algo.augmentation is not None:

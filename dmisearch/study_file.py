@@ -507,7 +507,14 @@ def _build_grid(table: Mapping[str, Any], info: DataInfo | None, pb: _Problems
     if not isinstance(test_size, int) or isinstance(test_size, bool) or test_size < 1:
         pb.add("curve.test_size", f"must be a positive integer, got {test_size!r}")
         return None
-    if sizes and info is not None and info.n_available is not None:
+    if sizes and info is not None and info.n_test_available is not None:
+        if test_size > info.n_test_available:
+            pb.add("curve.test_size", f"{test_size} test samples asked for but the fixed test "
+                                      f"set has only {info.n_test_available}; lower it")
+        if info.n_available is not None and sizes[-1] > info.n_available:
+            pb.add("curve.sizes", f"the largest size {sizes[-1]} exceeds the {info.n_available} "
+                                  "training samples; lower curve.sizes")
+    elif sizes and info is not None and info.n_available is not None:
         need = sizes[-1] + test_size
         if need > info.n_available:
             pb.add("curve", f"the largest size {sizes[-1]} plus test_size {test_size} needs "

@@ -122,3 +122,13 @@ def test_the_shipped_quickstart_runs(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "Leaderboard of study 'quickstart'" in res.stdout and "digits |" in res.stdout
     assert "3 finished trials stored in journal file" in res.stdout
+
+
+def test_plugins_shows_why_a_pairing_is_excluded(test_registry):
+    from dmisearch.cli import _excluded_pairings
+
+    excluded = {(m, a): why for m, a, why in _excluded_pairings(test_registry)}
+    why = excluded[("plain_mlp_test", "nngp")]
+    assert "needs ['nngp']" in why and "provides ['module']" in why
+    assert ("plain_mlp_test", "sgd") not in excluded
+    assert ("fcn", "ntk") not in excluded and ("fcn", "kernel_test") in excluded

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from dmisearch import Algorithm, DataGenerator, DataInfo, Predictions, Split, hookimpl
+from dmisearch import Algorithm, Architecture, DataGenerator, DataInfo, Predictions, Split, hookimpl
 from dmisearch.seeding import derive_seed
 from dmisearch.space import Float
 
@@ -123,3 +123,25 @@ class BadShape(MeanPredictor):
 
 
 ALGORITHMS = (*ALGORITHMS, BadShape)
+
+
+@dataclasses.dataclass(kw_only=True)
+class PlainMLP(Architecture):
+    """A plain nn.Module architecture: trainable, but no analytic kernel."""
+
+    name = "plain_mlp_test"
+    hidden: int = 8
+
+    def build(self, input_shape, out_dim):
+        import math
+
+        return torch.nn.Sequential(torch.nn.Flatten(),
+                                   torch.nn.Linear(math.prod(input_shape), self.hidden),
+                                   torch.nn.Tanh(), torch.nn.Linear(self.hidden, out_dim))
+
+
+def _register_architectures(self, register):
+    register(PlainMLP)
+
+
+TestPlugin.register_architectures = hookimpl(_register_architectures)

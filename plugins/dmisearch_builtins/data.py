@@ -273,5 +273,8 @@ class Digits(DataGenerator):
 
 @hookimpl
 def register_data_generators(register):
-    register(Teacher)
-    register(Digits)
+    from dmisearch_builtins.data_files import FileData
+    from dmisearch_builtins.data_patches import Patches
+
+    for cls in (Teacher, Digits, Patches, FileData):
+        register(cls)

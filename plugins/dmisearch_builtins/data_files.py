@@ -174,6 +174,8 @@ def _read_table(full: str, ext: str, where: str, target: str,
         raise ValueError(
             f"{where} cannot be read as {kind} ({type(exc).__name__}: {exc})"
         ) from None
+    if len(df) == 0:
+        raise ValueError(f"{where} holds no samples (0 rows)")
     df.columns = [str(c) for c in df.columns]
     columns = list(df.columns)
     if target not in columns:
@@ -185,7 +187,7 @@ def _read_table(full: str, ext: str, where: str, target: str,
         missing = [c for c in features if c not in columns]
         if missing:
             raise ValueError(
-                f"{where} has no column {missing} ({origin} it); its columns are "
+                f"{where} has no column {missing} ({origin}); its columns are "
                 f"{columns}"
             )
         if target in features:
@@ -204,14 +206,14 @@ def _read_table(full: str, ext: str, where: str, target: str,
            if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
     if bad:
         raise ValueError(
-            f"{where}: feature columns must be numeric, but {', '.join(bad)} are not; encode "
+            f"{where}: feature columns must be numeric; not numeric: {', '.join(bad)}; encode "
             f"them as numbers (e.g. one-hot columns) or choose the inputs with "
             f"features = [...]"
         )
-    x = df[chosen].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    x = df[chosen].to_numpy(dtype=np.float64, na_value=np.nan)
     col = df[target]
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-        y = col.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        y = col.to_numpy(dtype=np.float64, na_value=np.nan)
         text = False
     else:  # strings, categories or mixed objects: text labels
         missing_y = col.isna().to_numpy()
@@ -290,7 +292,7 @@ def _task(fd: FileData, raws: list[_Raw], where: str) -> str:
         return "regression"
     if train.text:
         return "classification"
-    multi = train.y.ndim == 2 and train.y.shape[1] > 1
+    multi = any(r.y.ndim == 2 and r.y.shape[1] > 1 for r in raws)
     values = np.concatenate([r.y.ravel() for r in raws])
     fractional = values != np.round(values)
     if fd.task == "classification":
@@ -324,7 +326,7 @@ def _load(key: tuple, stamp: tuple, test_stamp: tuple | None) -> _Dataset:
         table = os.path.splitext(test_stamp[0])[1].lower() != ".npz"
         test = _read(test_stamp[0], twhere, fd,
                      tuple(train.columns) if table and train.columns else (),
-                     origin=f"as {where} has")
+                     origin=f"{where} uses it as a feature")
         if test.x.shape[1] != train.x.shape[1]:
             raise ValueError(
                 f"{twhere} has {test.x.shape[1]} features per sample but {where} has "
@@ -385,7 +387,8 @@ def _load(key: tuple, stamp: tuple, test_stamp: tuple | None) -> _Dataset:
     for a in (*xs, *ys):
         a.setflags(write=False)
     info = DataInfo(input_shape=tuple(int(s) for s in shape), task=task,  # type: ignore[arg-type]
-                    out_dim=int(out_dim), n_available=len(train.x))
+                    out_dim=int(out_dim), n_available=len(train.x),
+                    n_test_available=None if test is None else len(test.x))
     return _Dataset(
         x=xs[0], y=ys[0],
         x_test=xs[1] if test is not None else None,

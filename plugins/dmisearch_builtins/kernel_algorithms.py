@@ -102,8 +102,11 @@ class KernelRegression(Algorithm):
 
 @dataclasses.dataclass(kw_only=True)
 class NNGP(KernelRegression):
-    """Kernel regression with the NNGP kernel: the infinitely wide network's Bayesian
-    posterior mean (only the readout trained)."""
+    """Kernel regression with the NNGP kernel (infinite width, readout trained, Bayesian).
+
+    The posterior mean of the Gaussian process the infinitely wide network is at
+    initialisation, with noise variance ``lambda``.
+    """
 
     name = "nngp"
     kernel_kind = "nngp"
@@ -112,8 +115,11 @@ class NNGP(KernelRegression):
 
 @dataclasses.dataclass(kw_only=True)
 class NTK(KernelRegression):
-    """Kernel regression with the NTK: the infinitely wide network trained to convergence by
-    gradient descent on the mean squared error."""
+    """Kernel regression with the NTK (infinite width, trained by gradient descent to the end).
+
+    What the infinitely wide network converges to when trained by gradient flow on the
+    mean squared error from a centred initialisation.
+    """
 
     name = "ntk"
     kernel_kind = "ntk"
