@@ -16,7 +16,8 @@ pool, test set) and reused: the curve's nested sizes slice one ``K(pool, pool)``
 
 Augmentation (``nngp+shift``, ``ntk+flip``) averages the kernel over the transform's
 (finite) group: ``K(x, x') -> mean_g K(x, g x')``. For a kernel invariant to acting on both
-arguments (the built-ins under shifts with circular padding, and under flips), kernel
+arguments (the built-ins under shifts with circular padding, and under flips unless an even
+filter meets zeros padding), kernel
 regression with the averaged kernel equals kernel regression on the whole orbit of the
 training set (with the ridge scaled by the group's size).
 """

@@ -45,8 +45,9 @@ without NaN. The ReLU angle is ill-conditioned at ``|cos theta| = 1`` (rounding 
 ``theta`` by ~1e-8 there), so cosines within 1e-12 of +-1 are set to +-1: a pair of inputs
 and its self-pair (``kernel_diag``) then give the same numbers. Pairs are processed in
 blocks so that no intermediate array exceeds ``max_block_bytes``; cnn_gap carries arrays of
-shape ``(n1_blk, n2_blk, P, P)``, lcn/cnn_vec ``(n1_blk, n2_blk, P)``. Self-covariances
-``K(x, x)[p, p]`` are computed once per input.
+shape ``(n1_blk, n2_blk, P, P)``, lcn/cnn_vec ``(n1_blk, n2_blk, P)`` (peak memory is about
+a dozen such blocks; on the CPU blocks are further capped at 1 MiB, which is several times
+faster). Self-covariances ``K(x, x)[p, p]`` are computed once per input.
 
 Not supported (``kernel_problem`` says why): activations other than relu and erf (tanh and
 gelu have no closed form here), architectures other than the four built-in families, and
@@ -67,6 +68,9 @@ KINDS = ("nngp", "ntk")
 
 #: ReLU cosines this close to +-1 are snapped to +-1 (see the module docstring).
 _COS_SNAP = 1e-12
+#: On the CPU, blocks stay near cache size: several times faster than large blocks, whose
+#: fresh allocations are dominated by page faults and memory traffic.
+_CPU_BLOCK_BYTES = 2**20
 _DTYPE = torch.float64
 
 
@@ -87,32 +91,36 @@ def kernel_problem(arch) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _shift(t: torch.Tensor, dims: tuple[int, ...], o: int, circular: bool) -> torch.Tensor:
-    """``out[.., i, ..] = t[.., i + o, ..]`` jointly along ``dims``: wrapped, or 0 outside."""
-    if o == 0:
-        return t
-    out = torch.roll(t, shifts=(-o,) * len(dims), dims=dims)
-    if not circular:
-        for d in dims:
-            n = out.shape[d]
-            m = min(abs(o), n)
-            out.narrow(d, n - m if o > 0 else 0, m).zero_()
+def _pad(t: torch.Tensor, dim: int, left: int, right: int, circular: bool) -> torch.Tensor:
+    """Pad ``dim`` by ``left`` and ``right`` entries: wrapped around, or zeros."""
+    n = t.shape[dim]
+    if circular:
+        return torch.cat([t.narrow(dim, n - left, left), t, t.narrow(dim, 0, right)], dim)
+    shape = list(t.shape)
+    shape[dim] = n + left + right
+    out = t.new_zeros(shape)
+    out.narrow(dim, left, n).copy_(t)
     return out
 
 
 def _filter_mean(t: torch.Tensor, axes: Sequence[tuple[int, ...]], k: int,
                  circular: bool) -> torch.Tensor:
-    """``(1/k^nd) sum_delta t[p + delta, p' + delta]``; ``axes`` lists, per spatial axis, the
-    dims shifted together (one for same-position arrays, two for position pairs)."""
+    """``(1/k^nd) sum_delta t[p + delta, p' + delta]`` over the offsets ``delta`` in
+    ``-left .. k-1-left`` of every spatial axis; ``axes`` lists, per spatial axis, the dims
+    offset together (one for same-position arrays, two for position pairs). Out-of-range
+    indices wrap (circular) or contribute zero."""
     left = (k - 1) // 2
     for dims in axes:
+        sizes = [t.shape[d] for d in dims]
+        padded = t
+        for d in dims:
+            padded = _pad(padded, d, left, k - 1 - left, circular)
         acc = None
-        for o in range(-left, k - left):
-            s = _shift(t, dims, o, circular)
-            if acc is None:
-                acc = s.clone() if s is t else s
-            else:
-                acc.add_(s)
+        for start in range(k):  # padded index start + p is original index p + start - left
+            s = padded
+            for d, n in zip(dims, sizes, strict=True):
+                s = s.narrow(d, start, n)
+            acc = s.clone() if acc is None else acc.add_(s)
         t = acc
     return t / k ** len(axes) if axes else t
 
@@ -190,7 +198,12 @@ class _Plan:
 
     # -- per-pair size (elements) of the largest arrays --------------------------------------
     def pair_elems(self) -> int:
-        return self.P * self.P if self.gap else self.P
+        """Elements per input pair of the largest array: the covariance, or its padded copy
+        along one spatial axis inside a filter."""
+        grow = max(((n + self.k - 1) / n for n in self.spatial), default=1.0)
+        if self.gap:
+            return math.ceil(self.P * self.P * grow * grow)
+        return math.ceil(self.P * grow)
 
     # -- filter / readout along the layout's position axes ----------------------------------
     def _ops(self, lead: int, pairs: bool):
@@ -215,7 +228,9 @@ class _Plan:
     def self_variances(self, x: torch.Tensor, max_block_bytes: int) -> list[torch.Tensor]:
         """Per hidden layer, ``(n, *spatial)`` (fcn: ``(n,)``) same-position variances."""
         n = x.shape[0]
-        rows = max(1, max_block_bytes // (8 * max(self.P, 1)))
+        diag_elems = math.ceil(self.P * max(((n + self.k - 1) / n for n in self.spatial),
+                                            default=1.0))
+        rows = max(1, max_block_bytes // (8 * diag_elems))
         filt, readout = self._ops(1, pairs=False)
         per_layer: list[list[torch.Tensor]] = [[] for _ in range(self.arch.depth)]
         for i in range(0, n, rows):
@@ -285,6 +300,10 @@ def _prepare(arch, kind: str, xs: Sequence[torch.Tensor]) -> tuple[_Plan, bool]:
     return _Plan(arch, shape), kind == "ntk"
 
 
+def _working_block(max_block_bytes: int, device: torch.device) -> int:
+    return min(max_block_bytes, _CPU_BLOCK_BYTES) if device.type == "cpu" else max_block_bytes
+
+
 def kernel(arch, x1: torch.Tensor, x2: torch.Tensor | None, kind: str, *,
            max_block_bytes: int = 256 * 2**20) -> torch.Tensor:
     """Infinite-width ``kind`` ("nngp" or "ntk") kernel of ``arch`` between ``x1``
@@ -298,6 +317,7 @@ def kernel(arch, x1: torch.Tensor, x2: torch.Tensor | None, kind: str, *,
     n1, n2 = x1.shape[0], x2.shape[0]
     if n1 == 0 or n2 == 0:
         return torch.zeros(n1, n2, dtype=_DTYPE, device=device)
+    max_block_bytes = _working_block(max_block_bytes, device)
     s1 = plan.self_variances(x1, max_block_bytes)
     s2 = s1 if sym else plan.self_variances(x2, max_block_bytes)
     out = torch.zeros(n1, n2, dtype=_DTYPE, device=device)
@@ -322,6 +342,7 @@ def kernel_diag(arch, x: torch.Tensor, kind: str, *,
     """``kernel(arch, x_i, x_i, kind)`` for every input: ``(n,)`` float64 on ``x``'s device."""
     x = x.to(dtype=_DTYPE)
     plan, ntk = _prepare(arch, kind, (x,))
+    max_block_bytes = _working_block(max_block_bytes, x.device)
     s = plan.self_variances(x, max_block_bytes) if plan.gap else None
     rows = max(1, max_block_bytes // (8 * plan.pair_elems()))
     parts = []
