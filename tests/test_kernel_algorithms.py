@@ -148,8 +148,9 @@ def test_a_study_mixing_finite_width_and_kernel_algorithms(tiny_doc, registry):
         assert t.user_attrs["curve"]["size"] == [8, 8, 16, 16]
 
 
-def test_cache_is_bounded():
-    cache = kernel_algorithms._Cache(2)
+def test_cache_is_bounded_in_bytes():
+    cache = kernel_algorithms._Cache(max_bytes=2 * 800)  # two 10x10 float64 matrices
     for i in range(3):
-        cache.put((i,), i)
-    assert cache.get((0,)) is None and cache.get((2,)) == 2
+        cache.put((i,), (torch.zeros(10, 10, dtype=F64), torch.zeros(0, dtype=F64)))
+    assert cache.get((0,)) is None and cache.get((1,)) is not None
+    assert cache.nbytes() == 1600

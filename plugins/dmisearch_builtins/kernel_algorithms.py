@@ -43,8 +43,8 @@ from dmisearch.components import (
 )
 from dmisearch.space import Float
 
-#: Kernel matrices kept for reuse (most recently used first out last), across trials.
-CACHE_ENTRIES = 16
+#: Bytes of kernel matrices kept for reuse across sizes, seeds' stages and trials (LRU).
+CACHE_BYTES = 2 * 2**30
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -146,11 +146,11 @@ def _tensor_key(t: torch.Tensor) -> tuple:
 
 
 class _Cache:
-    """LRU of kernel matrices; entries hold their input tensors, so memory is not reused
-    under a cached key while the entry lives."""
+    """LRU of kernel matrices, bounded in bytes; entries hold their input tensors, so memory
+    is not reused under a cached key while the entry lives."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
         self.entries: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 
     def get(self, key: tuple) -> Any:
@@ -159,14 +159,17 @@ class _Cache:
             return self.entries[key]
         return None
 
-    def put(self, key: tuple, value: Any) -> None:
+    def put(self, key: tuple, value: tuple[torch.Tensor, ...]) -> None:
         self.entries[key] = value
         self.entries.move_to_end(key)
-        while len(self.entries) > self.size:
+        while len(self.entries) > 1 and self.nbytes() > self.max_bytes:
             self.entries.popitem(last=False)
 
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for v in self.entries.values() for t in v[:2])
 
-_CACHE = _Cache(CACHE_ENTRIES)
+
+_CACHE = _Cache(CACHE_BYTES)
 
 
 def _kernels(model: Architecture, kind: str, augmentation: Transform | None, job: Job,
@@ -175,7 +178,8 @@ def _kernels(model: Architecture, kind: str, augmentation: Transform | None, job
     at least ``pool_size`` rows of it, from the cache when possible."""
     aug = None if augmentation is None else (augmentation.name,
                                              repr(augmentation.get_params()))
-    key = (model.kernel_key(), kind, aug, _tensor_key(job.x_train), _tensor_key(job.x_test))
+    key = (model.kernel_key(), kind, aug, _tensor_key(job.x_train), _tensor_key(job.x_test),
+           len(job.x_test))
     hit = _CACHE.get(key)
     if hit is not None and hit[0].shape[0] >= pool_size:
         return hit[0], hit[1]
