@@ -245,3 +245,18 @@ def test_pruner_trains_size_by_size_and_none_trains_the_curve_at_once(tiny_doc, 
         spec = build_spec(tiny_doc, registry, storage="memory")
         ctx = make_context(spec)
         assert TrialObjective(spec, StudyData.prepare(spec, ctx), ctx).stages == stages
+
+
+def test_the_objective_works_in_optunas_own_optimize_loop(tiny_doc, test_registry):
+    """``TrialObjective`` is a plain Optuna objective too (for users' own Optuna code)."""
+    from dmisearch.objective import StudyData, TrialObjective, make_context
+
+    doc = _mean_test_doc(tiny_doc, ["mean_test", "nan_test", "fail_test"], 1)
+    spec = build_spec(doc, test_registry, storage="memory")
+    ctx = make_context(spec)
+    objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=12, catch=(RuntimeError,))
+    states = {t.params["pair"]: t.state for t in study.trials}
+    assert states == {"fcn/mean_test": TrialState.COMPLETE, "fcn/nan_test": TrialState.PRUNED,
+                      "fcn/fail_test": TrialState.FAIL}

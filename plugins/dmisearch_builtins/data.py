@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ import torch
 from dmisearch.components import DataGenerator, DataInfo, Split
 from dmisearch.hookspecs import hookimpl
 from dmisearch.seeding import derive_seed
+from dmisearch_builtins.checks import check_count, check_noise, check_seed, check_shape
 
 if TYPE_CHECKING:
     from torch import nn
@@ -36,10 +37,6 @@ def _families() -> dict[str, type]:
 
     return FAMILIES
 
-
-def _check_count(n: Any, what: str) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {n!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,36 +147,19 @@ class Teacher(DataGenerator):
     # ---- contract -----------------------------------------------------------------------
 
     def check(self) -> None:
-        shape = self.shape
-        if (
-            not isinstance(shape, (tuple, list))
-            or len(shape) not in (2, 3)
-            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
-                       for s in shape)
-        ):
-            raise ValueError(
-                f"shape must be 2 or 3 positive integers, (C, L) or (C, H, W), got {shape!r}"
-            )
+        check_shape(self.shape)
         if self.inputs not in INPUT_KINDS:
             raise ValueError(f"inputs must be one of {list(INPUT_KINDS)}, got {self.inputs!r}")
-        if (
-            isinstance(self.noise, bool)
-            or not isinstance(self.noise, (int, float))
-            or not math.isfinite(self.noise)
-            or self.noise < 0
-        ):
-            raise ValueError(f"noise must be a finite number >= 0, got {self.noise!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
-                or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_noise(self.noise)
+        check_seed(self.seed)
         arch = self._arch()  # raises for an unknown family
         try:
             arch.check()
         except ValueError as e:
             raise ValueError(f"teacher family '{self.family}': {e}") from e
-        problem = arch.check_input(tuple(shape))
+        problem = arch.check_input(tuple(self.shape))
         if problem:
-            raise ValueError(f"shape {tuple(shape)} does not suit the teacher: {problem}")
+            raise ValueError(f"shape {tuple(self.shape)} does not suit the teacher: {problem}")
 
     def describe(self) -> DataInfo:
         return DataInfo(input_shape=tuple(self.shape), task="regression", out_dim=1)
@@ -190,8 +170,8 @@ class Teacher(DataGenerator):
         return _evaluate(net, x) * scale
 
     def sample(self, n_train: int, n_test: int, seed: int) -> Split:
-        _check_count(n_train, "n_train")
-        _check_count(n_test, "n_test")
+        check_count(n_train, "n_train")
+        check_count(n_test, "n_test")
         shape = tuple(self.shape)
         out = []
         # Train and test use separate streams: the test set does not depend on n_train.
@@ -251,8 +231,8 @@ class Digits(DataGenerator):
         )
 
     def sample(self, n_train: int, n_test: int, seed: int) -> Split:
-        _check_count(n_train, "n_train")
-        _check_count(n_test, "n_test")
+        check_count(n_train, "n_train")
+        check_count(n_test, "n_test")
         if n_train + n_test > N_DIGITS:
             raise ValueError(
                 f"digits has {N_DIGITS} images, but n_train + n_test = {n_train} + {n_test} "

@@ -23,13 +23,13 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Any
 
 import numpy as np
 import torch
 
 from dmisearch.components import DataGenerator, DataInfo, Split
 from dmisearch.seeding import derive_seed
+from dmisearch_builtins.checks import check_count
 
 EXTENSIONS = (".npz", ".csv", ".parquet")
 TASK_CHOICES = ("auto", "regression", "classification")
@@ -37,10 +37,6 @@ TASK_CHOICES = ("auto", "regression", "classification")
 #: values as class labels.
 MAX_AUTO_CLASSES = 50
 
-
-def _check_count(n: Any, what: str) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {n!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,8 +500,8 @@ class FileData(DataGenerator):
         return self._data().classes
 
     def sample(self, n_train: int, n_test: int, seed: int) -> Split:
-        _check_count(n_train, "n_train")
-        _check_count(n_test, "n_test")
+        check_count(n_train, "n_train")
+        check_count(n_test, "n_test")
         d = self._data()
         n = len(d.x)
         if d.x_test is None:

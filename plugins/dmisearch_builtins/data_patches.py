@@ -22,13 +22,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
 
-import numpy as np
 import torch
 
 from dmisearch.components import DataGenerator, DataInfo, Split
 from dmisearch.seeding import derive_seed
+from dmisearch_builtins.checks import check_count, check_noise, check_seed, check_shape, is_int
 
 TARGETS = ("local_invariant", "local", "global")
 NONLINEARITIES = ("polynomial", "relu", "tanh")
@@ -40,13 +39,6 @@ SCALE_SAMPLES = 4096
 EVAL_BUDGET = 1 << 22
 
 
-def _check_count(n: Any, what: str) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {n!r}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,18 +251,11 @@ class Patches(DataGenerator):
 
     def check(self) -> None:
         shape = self.shape
-        if (
-            not isinstance(shape, (tuple, list))
-            or len(shape) not in (2, 3)
-            or not all(_is_int(s) and s > 0 for s in shape)
-        ):
-            raise ValueError(
-                f"shape must be 2 or 3 positive integers, (C, L) or (C, H, W), got {shape!r}"
-            )
+        check_shape(shape)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
         smallest = min(shape[1:])
-        if not _is_int(self.q) or not 1 <= self.q <= smallest:
+        if not is_int(self.q) or not 1 <= self.q <= smallest:
             raise ValueError(
                 f"q (patch size) must be an integer from 1 to the smallest spatial extent "
                 f"{smallest} of shape {tuple(shape)}, got {self.q!r}"
@@ -279,21 +264,14 @@ class Patches(DataGenerator):
             raise ValueError(
                 f"nonlinearity must be one of {list(NONLINEARITIES)}, got {self.nonlinearity!r}"
             )
-        if not _is_int(self.degree) or not 1 <= self.degree <= MAX_DEGREE:
+        if not is_int(self.degree) or not 1 <= self.degree <= MAX_DEGREE:
             raise ValueError(
                 f"degree must be an integer from 1 to {MAX_DEGREE}, got {self.degree!r}"
             )
-        if not _is_int(self.features) or self.features < 1:
+        if not is_int(self.features) or self.features < 1:
             raise ValueError(f"features must be a positive integer, got {self.features!r}")
-        if (
-            isinstance(self.noise, bool)
-            or not isinstance(self.noise, (int, float))
-            or not math.isfinite(self.noise)
-            or self.noise < 0
-        ):
-            raise ValueError(f"noise must be a finite number >= 0, got {self.noise!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_noise(self.noise)
+        check_seed(self.seed)
 
     def _model(self) -> _Model:
         return _model(tuple(int(s) for s in self.shape), self.target, int(self.q),
@@ -307,8 +285,8 @@ class Patches(DataGenerator):
         return _evaluate(self._model(), x)
 
     def sample(self, n_train: int, n_test: int, seed: int) -> Split:
-        _check_count(n_train, "n_train")
-        _check_count(n_test, "n_test")
+        check_count(n_train, "n_train")
+        check_count(n_test, "n_test")
         shape = tuple(self.shape)
         out = []
         # Train and test use separate streams: the test set does not depend on n_train.

@@ -17,11 +17,7 @@ import torch
 from dmisearch.components import Transform
 from dmisearch.hookspecs import hookimpl
 from dmisearch.seeding import derive_seed
-
-
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+from dmisearch_builtins.checks import check_seed
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,7 +51,7 @@ class Rotate(Transform):
     seed: int = 0  # chooses Q (together with the flattened input size)
 
     def check(self) -> None:
-        _check_seed(self.seed)
+        check_seed(self.seed)
 
     def matrix(self, d: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The rotation Q (d x d) applied to flattened inputs of size ``d``."""
@@ -89,7 +85,7 @@ class Permute(Transform):
     seed: int = 0  # chooses the permutation (together with the flattened input size)
 
     def check(self) -> None:
-        _check_seed(self.seed)
+        check_seed(self.seed)
 
     def permutation(self, d: int) -> torch.Tensor:
         """Indices ``p`` with ``out_flat[:, i] = x_flat[:, p[i]]`` for inputs of size ``d``."""
