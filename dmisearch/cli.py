@@ -54,7 +54,48 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--seed", type=_nonneg_int, metavar="N", help="seed of the sampler")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                     help="worker processes on this machine sharing the study (default 1)")
+    run.add_argument("--gpus", metavar="LIST", type=_gpu_list,
+                     help="comma-separated CUDA device indices; worker i uses "
+                          "gpus[i %% len(gpus)] (several workers may share one)")
     run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser(
+        "worker", parents=[common], help="join a running study as one more worker",
+        description="Join the study described by STUDY.toml, stored at --storage, as one "
+                    "more worker (from another process or machine): claim trials until the "
+                    "study has n_trials finished trials across all workers. The study file "
+                    "must agree with the stored study.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    worker.add_argument("study", metavar="STUDY.toml", help="the study's file")
+    worker.add_argument("--storage", metavar="URL",
+                        help="the study's storage (default: the embedded journal file)")
+    worker.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    worker.add_argument("--n-trials", type=_positive_int, metavar="N",
+                        help="finished trials the study should have in all")
+    worker.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                        help="stop starting new trials after this many seconds")
+    worker.add_argument("--seed", type=_nonneg_int, metavar="N", help="seed of the sampler")
+    worker.add_argument("--worker-index", type=_nonneg_int, default=0, metavar="I",
+                        help="offsets the sampler seed so that workers sample differently")
+    worker.add_argument("--no-progress", action="store_true", help="no progress bar")
+    worker.set_defaults(func=cmd_worker)
+
+    rerun = sub.add_parser(
+        "rerun", parents=[common], help="rerun one stored trial alone and compare its curve",
+        description="Rerun trial N of the study described by STUDY.toml from its stored "
+                    "parameters and seeds, and compare the new learning curve with the "
+                    "stored one (identical to rounding on the same device).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rerun.add_argument("study", metavar="STUDY.toml", help="the study's file")
+    rerun.add_argument("--trial", type=_nonneg_int, required=True, metavar="N",
+                       help="trial number")
+    rerun.add_argument("--storage", metavar="URL", help="the study's storage")
+    rerun.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    rerun.set_defaults(func=cmd_rerun)
 
     plugins = sub.add_parser(
         "plugins", parents=[common], help="list registered components and their plugins",
@@ -85,6 +126,17 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _gpu_list(text: str) -> list[int]:
+    try:
+        gpus = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}"
+                                         ) from None
+    if not gpus or min(gpus) < 0:
+        raise argparse.ArgumentTypeError(f"must list CUDA device indices, got {text!r}")
+    return gpus
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -104,18 +156,27 @@ def _err(text: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from dmisearch.analysis import format_leaderboard, leaderboard
+def _load(args: argparse.Namespace, seed_offset: int = 0) -> Any:
     from dmisearch.plugins import load_registry
-    from dmisearch.runner import finished_count, run_study
-    from dmisearch.storage import describe
     from dmisearch.study_file import load_study
 
     registry = load_registry()
     for problem in registry.problems:
         _err(f"dmisearch: warning: {problem}")
-    spec = load_study(args.study, registry, n_trials=args.n_trials, timeout=args.timeout,
-                      storage=args.storage, device=args.device, seed=args.seed)
+    seed = getattr(args, "seed", None)
+    spec = load_study(args.study, registry, n_trials=getattr(args, "n_trials", None),
+                      timeout=getattr(args, "timeout", None), storage=args.storage,
+                      device=args.device, seed=seed)
+    if seed_offset and spec.seed is not None:  # workers of one study sample differently
+        import dataclasses
+
+        spec = dataclasses.replace(spec, seed=spec.seed + seed_offset)
+    return spec
+
+
+def _describe_spec(spec: Any) -> None:
+    from dmisearch.storage import describe
+
     pairs = ", ".join(spec.pair_label(m, a) for m, a in spec.pairs)
     budget = " and ".join(x for x in (
         f"{spec.n_trials} trials" if spec.n_trials else "",
@@ -127,18 +188,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     for m, a, why in spec.excluded:
         _err(f"  skipped {m}/{a}: {why}")
     _err(f"storage: {describe(spec.storage)}")
-    progress = not args.no_progress and sys.stderr.isatty()
 
-    def on_trial(t: Any) -> None:
-        pair = f"{t.user_attrs.get('model', '?')}/{t.user_attrs.get('algorithm', '?')}"
-        secs = t.user_attrs.get("wall_time_s", 0.0)
-        if t.state.name == "COMPLETE":
-            outcome = f"{spec.objective.name} {t.value:.4g}"
-        elif t.state.name == "PRUNED":
-            outcome = f"pruned ({t.user_attrs.get('pruned_reason', 'by the pruner')})"
-        else:
-            outcome = f"FAILED: {t.user_attrs.get('error', 'unknown error')}"
-        line = f"trial {t.number:>4}  {pair:<18} {outcome}  [{secs:.1f} s]"
+
+def _trial_line(spec: Any, t: Any) -> str:
+    pair = f"{t.user_attrs.get('model', '?')}/{t.user_attrs.get('algorithm', '?')}"
+    secs = t.user_attrs.get("wall_time_s", 0.0)
+    if t.state.name == "COMPLETE":
+        outcome = f"{spec.objective.name} {t.value:.4g}"
+    elif t.state.name == "PRUNED":
+        outcome = f"pruned ({t.user_attrs.get('pruned_reason', 'by the pruner')})"
+    else:
+        outcome = f"FAILED: {t.user_attrs.get('error', 'unknown error')}"
+    return f"trial {t.number:>4}  {pair:<18} {outcome}  [{secs:.1f} s]"
+
+
+def _printer(progress: bool) -> Any:
+    def emit(line: str) -> None:
         if progress:
             from tqdm.auto import tqdm
 
@@ -146,14 +211,85 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             _err(line)
 
-    study = run_study(spec, on_trial=on_trial, progress=progress)
-    board = leaderboard(study)
+    return emit
+
+
+def _leaderboard(spec: Any, study: Any) -> None:
+    from dmisearch.analysis import format_leaderboard, leaderboard
+    from dmisearch.runner import finished_count
+    from dmisearch.storage import describe
+
     print(f"\nLeaderboard of study '{spec.name}' ({spec.objective.name}, lower is better; "
           f"test error = {spec.metric}):")
-    print(format_leaderboard(board, spec.objective.name))
+    print(format_leaderboard(leaderboard(study), spec.objective.name))
     print(f"\n{finished_count(study)} finished trials stored in {describe(spec.storage)}, "
           f"study '{spec.name}'. The same command resumes or extends it.")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dmisearch.runner import run_study
+
+    spec = _load(args)
+    _describe_spec(spec)
+    if args.workers > 1 or args.gpus:
+        from dmisearch.workers import run_workers
+
+        study = run_workers(spec, args, progress=_wants_progress(args),
+                            emit=_printer(_wants_progress(args)),
+                            line=lambda t: _trial_line(spec, t))
+    else:
+        emit = _printer(_wants_progress(args))
+        study = run_study(spec, on_trial=lambda t: emit(_trial_line(spec, t)),
+                          progress=_wants_progress(args))
+    _leaderboard(spec, study)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    from dmisearch.runner import finished_count, run_study
+    from dmisearch.storage import describe
+
+    threads = os.environ.get("DMISEARCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    spec = _load(args, seed_offset=args.worker_index)
+    emit = _printer(_wants_progress(args))
+    study = run_study(spec, on_trial=lambda t: emit(_trial_line(spec, t)),
+                      progress=_wants_progress(args))
+    _err(f"done: study '{spec.name}' has {finished_count(study)} finished trials in "
+         f"{describe(spec.storage)}")
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from dmisearch.runner import rerun_trial
+
+    spec = _load(args)
+    stored, plan = rerun_trial(spec, args.trial)
+    old, new = stored.user_attrs.get("curve", {}), plan.curve
+    print(f"trial {stored.number} of study '{spec.name}': {stored.params.get('pair')} "
+          f"({stored.state.name} on {stored.user_attrs.get('device', '?')}); "
+          f"rerun on {plan.trial.user_attrs.get('device', '?')}: {plan.outcome}")
+    print(f"{'size':>6} {'seed':>5} {'stored':>12} {'rerun':>12} {'rel. diff':>10}")
+    worst = 0.0
+    for i, (n, sd, e) in enumerate(zip(new["size"], new["seed"], new["test_error"],
+                                       strict=True)):
+        before = old.get("test_error", [None] * (i + 1))[i] if i < len(
+            old.get("test_error", [])) else None
+        diff = abs(e - before) / max(abs(before), 1e-300) if before is not None else float("nan")
+        worst = max(worst, diff) if diff == diff else worst
+        shown = f"{before:12.6g}" if before is not None else f"{'-':>12}"
+        print(f"{n:>6} {sd:>5} {shown} {e:12.6g} {diff:10.2e}")
+    print(f"largest relative difference of the test errors: {worst:.2e}")
+    return 0
+
+
+def _wants_progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -229,14 +365,25 @@ def _excluded_pairings(registry: Any) -> list[tuple[str, str, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _sigterm(signum: int, frame: Any) -> None:
+_INTERRUPTED = False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C or SIGTERM: interrupt once; later signals must not break the cleanup that
+    records the running trials as failed."""
+    global _INTERRUPTED
+    if _INTERRUPTED:
+        return
+    _INTERRUPTED = True
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False)
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    global _INTERRUPTED
+    _INTERRUPTED = False
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -259,4 +406,5 @@ def main(argv: Sequence[str] | None = None) -> int:
              "This is a bug in dmisearch or a plugin; rerun with --debug for the traceback.")
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

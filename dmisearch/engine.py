@@ -51,11 +51,13 @@ from torch.func import stack_module_state
 
 from dmisearch.components import Architecture, Job, Predictions, RunContext
 from dmisearch.training import (
+    DEADLINE_EVERY,
     EVAL_CHUNK,
     MinibatchAlgorithm,
     augment_generator,
     batch_schedule,
     build_module,
+    check_deadline,
 )
 
 #: Fraction of free CUDA memory a chunk may plan to use.
@@ -247,6 +249,8 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
                                            steps)
 
     for t in range(steps):
+        if t % DEADLINE_EVERY == 0:
+            check_deadline()
         loss = job_losses(t)
         opt.zero_grad()
         loss.sum().backward()

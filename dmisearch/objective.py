@@ -45,6 +45,7 @@ from dmisearch.metrics import aulc, baseline_error, beta, error, floor_for, n_to
 from dmisearch.seeding import derive_seed
 from dmisearch.space import namespace, suggest
 from dmisearch.study_file import StudySpec
+from dmisearch.training import deadline
 
 SCHEMA = 1
 PAIR_PARAM = "pair"
@@ -170,12 +171,13 @@ class TrialObjective:
         raises is retried trial by trial to find the culprit. ``KeyboardInterrupt``
         propagates.
         """
-        for stage in self.stages:
-            alive = [p for p in plans if p.outcome == "running"]
-            if not alive:
-                break
-            for group in _by_algorithm(alive):
-                self._run_stage(group, stage)
+        with deadline(self.spec.trial_timeout):
+            for stage in self.stages:
+                alive = [p for p in plans if p.outcome == "running"]
+                if not alive:
+                    break
+                for group in _by_algorithm(alive):
+                    self._run_stage(group, stage)
         for p in plans:
             if p.outcome == "running":
                 try:

@@ -1,9 +1,13 @@
 """Running a study: open (or resume) it in storage, then ask, evaluate and tell until done.
 
-* ``n_trials`` counts *finished* trials of the whole study (complete or pruned), so
-  rerunning the same command resumes where it stopped and an interrupted study is
-  completed, not restarted. ``timeout`` bounds this run's wall time; a trial that is
-  running when it expires finishes.
+* ``n_trials`` counts *finished* trials of the whole study (complete or pruned), across
+  every worker: the study ends with exactly that many (``coordination``), rerunning the
+  same command resumes where it stopped, and an interrupted study is completed, not
+  restarted. ``timeout`` bounds this run's wall time; a trial that is running when it
+  expires finishes.
+* Several workers (``dmisearch run --workers N``, ``dmisearch worker``) share the study
+  through its storage; a worker that dies mid-trial is noticed by the others through its
+  missing heartbeat, and its trials are retried with the same parameters.
 * Trials are asked for ``trials_per_batch`` at a time (ask-and-tell) and trained together,
   so that the engine fuses the jobs of trials that share an architecture shape and the
   sampler and storage are visited once per batch rather than once per network.
@@ -18,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -27,18 +32,28 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 import dmisearch
+from dmisearch.coordination import (
+    FINISHED,
+    Heartbeat,
+    count_states,
+    reap_lost_trials,
+    study_lock,
+    worker_id,
+)
 from dmisearch.errors import DmisearchError, StudyMismatchError
 from dmisearch.objective import StudyData, TrialObjective, make_context
 from dmisearch.storage import describe, open_storage, silence_optuna
 from dmisearch.study_file import StudySpec
 
 MAX_FAIL_STREAK = 10
+#: Seconds a worker with nothing to ask for waits before looking again.
+POLL_INTERVAL = 2.0
 #: Trials asked for and trained together on a CUDA device when the study does not say.
 AUTO_BATCH_CUDA = 16
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 IDENTITY_ATTR = "dmisearch_identity"
 SEARCH_ATTR = "dmisearch_search"
 
@@ -50,18 +65,30 @@ def stored_identity(spec: StudySpec) -> dict[str, Any]:
     return json.loads(json.dumps(ident))  # exactly as it reads back from storage
 
 
-def open_study(spec: StudySpec) -> optuna.Study:
+def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     """Create the study, or load it and check that the study file still agrees with it."""
     silence_optuna()
     storage = open_storage(spec.storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(
-            storage=storage, study_name=spec.name, direction="minimize",
-            sampler=spec.make_sampler(), pruner=spec.make_pruner(), load_if_exists=True,
-        )
+        if create:
+            study = optuna.create_study(
+                storage=storage, study_name=spec.name, direction="minimize",
+                sampler=spec.make_sampler(), pruner=spec.make_pruner(), load_if_exists=True,
+            )
+        else:
+            try:
+                study = optuna.load_study(study_name=spec.name, storage=storage,
+                                          sampler=spec.make_sampler(),
+                                          pruner=spec.make_pruner())
+            except KeyError:
+                raise DmisearchError(f"no study '{spec.name}' in {describe(spec.storage)}; "
+                                     "pass the study's --storage") from None
     ident = stored_identity(spec)
     stored = study.user_attrs.get(IDENTITY_ATTR)
+    if stored is None and not create:
+        raise DmisearchError(f"study '{spec.name}' in {describe(spec.storage)} was not "
+                             "written by dmisearch")
     if stored is None:
         study.set_user_attr(IDENTITY_ATTR, ident)
         study.set_user_attr("dmisearch_version", dmisearch.__version__)
@@ -74,8 +101,29 @@ def open_study(spec: StudySpec) -> optuna.Study:
             "comparable. Restore the study file, or give this variant its own name "
             "([study] name = ...)."
         )
-    study.set_user_attr(SEARCH_ATTR, spec.search_record())
+    if create:
+        study.set_user_attr(SEARCH_ATTR, spec.search_record())
     return study
+
+
+def rerun_trial(spec: StudySpec, number: int) -> tuple[optuna.trial.FrozenTrial, Any]:
+    """Train trial ``number`` of the stored study again, alone, from its stored parameters
+    (the seeds follow from the study file): returns the stored trial and the new plan, whose
+    ``curve`` equals the stored one to rounding on the same device."""
+    study = open_study(spec, create=False)
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise DmisearchError(f"study '{spec.name}' has no trial {number} (it has "
+                             f"{len(trials)})")
+    stored = trials[number]
+    if "pair" not in stored.params:
+        raise DmisearchError(f"trial {number} has no parameters to rerun (state "
+                             f"{stored.state.name}: it failed before choosing a pair)")
+    ctx = make_context(spec)
+    objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
+    plan = objective.plan(optuna.trial.FixedTrial(stored.params, number=number))
+    objective.execute([plan])
+    return stored, plan
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -90,22 +138,26 @@ def run_study(
     *,
     on_trial: TrialCallback | None = None,
     progress: bool = False,
+    poll: float = POLL_INTERVAL,
 ) -> optuna.Study:
-    """Run ``spec`` to completion (or its timeout); returns the Optuna study."""
+    """Run ``spec`` as one worker until the study has ``n_trials`` finished trials (across
+    every worker) or this run's ``timeout`` passes; returns the Optuna study."""
     study = open_study(spec)
     ctx = make_context(spec)
     objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
     batch = spec.trials_per_batch or (AUTO_BATCH_CUDA if ctx.device.type == "cuda" else 1)
     start = time.monotonic()
-    done = finished_count(study)
-    bar = _progress(spec, done) if progress else None
+    bar = _progress(spec, finished_count(study)) if progress else None
     streak: list[str] = []
     try:
-        while spec.n_trials is None or done < spec.n_trials:
-            if spec.timeout is not None and time.monotonic() - start >= spec.timeout:
+        while spec.timeout is None or time.monotonic() - start < spec.timeout:
+            trials = claim(study, spec, batch)
+            if trials is None:
                 break
-            want = batch if spec.n_trials is None else min(batch, spec.n_trials - done)
-            for frozen in run_batch(study, objective, want):
+            if not trials:  # the rest is running elsewhere and may yet fail: wait
+                time.sleep(poll)
+                continue
+            for frozen in run_batch(study, objective, trials):
                 if frozen.state == TrialState.FAIL:
                     streak.append(str(frozen.user_attrs.get("error", "unknown error")))
                 else:
@@ -118,52 +170,83 @@ def run_study(
                     on_trial(frozen)
             if len(streak) >= MAX_FAIL_STREAK:
                 raise DmisearchError(_fail_summary(spec, streak))
-            done = finished_count(study)
     finally:
         if bar is not None:
             bar.close()
     return study
 
 
-def run_batch(study: optuna.Study, objective: TrialObjective, n: int
+def claim(study: optuna.Study, spec: StudySpec, batch: int) -> list[optuna.Trial] | None:
+    """Under the study lock: reap lost trials, then ask for as many trials as the budget
+    leaves (at most ``batch``). None: the study is done; []: wait for running trials."""
+    with study_lock(spec.storage, spec.name):
+        reap_lost_trials(study, grace=spec.grace_period)
+        finished, running, _ = count_states(study)
+        if spec.n_trials is None:
+            want = batch
+        elif finished >= spec.n_trials:
+            return None
+        else:
+            want = min(batch, spec.n_trials - finished - running)
+        return [study.ask() for _ in range(max(want, 0))]
+
+
+def run_batch(study: optuna.Study, objective: TrialObjective, trials: list[optuna.Trial]
               ) -> list[optuna.trial.FrozenTrial]:
-    """Ask for ``n`` trials, evaluate them together, tell each outcome (in trial order).
+    """Evaluate ``trials`` together, tell each outcome (in trial order), while a heartbeat
+    keeps them from being reaped.
 
     Failures are recorded on their trial, never raised; ``KeyboardInterrupt`` marks every
-    trial of the batch not yet told as failed ("interrupted"), then propagates.
+    trial of the batch not yet told as failed ("interrupted"), then propagates. A trial that
+    another worker reaped meanwhile (no heartbeat long enough, e.g. a suspended process)
+    stays as the reaper recorded it.
     """
-    trials = [study.ask() for _ in range(n)]
     told: dict[int, optuna.trial.FrozenTrial] = {}
     try:
-        plans = []
-        for trial in trials:
-            try:
-                plans.append(objective.plan(trial))
-            except Exception as exc:
-                told[trial.number] = _tell_failed(study, trial, exc)
-        objective.execute(plans)
+        with Heartbeat(trials, interval=objective.spec.heartbeat_interval):
+            for trial in trials:
+                trial.set_user_attr("worker", worker_id())
+            plans = []
+            for trial in trials:
+                try:
+                    plans.append(objective.plan(trial))
+                except Exception as exc:
+                    told[trial.number] = _tell_failed(study, trial, exc)
+            objective.execute(plans)
         for p in plans:
             if p.outcome == "complete":
-                told[p.trial.number] = study.tell(p.trial, p.value)
+                told[p.trial.number] = _tell(study, p.trial, p.value)
             elif p.outcome == "pruned":
-                told[p.trial.number] = study.tell(p.trial, state=TrialState.PRUNED)
+                told[p.trial.number] = _tell(study, p.trial, state=TrialState.PRUNED)
             else:
                 told[p.trial.number] = _tell_failed(study, p.trial, p.error)
     except KeyboardInterrupt:
         for trial in trials:
             if trial.number not in told:
-                trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) while running")
-                study.tell(trial, state=TrialState.FAIL)
+                with contextlib.suppress(UpdateFinishedTrialError):
+                    trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) while running")
+                    study.tell(trial, state=TrialState.FAIL)
         raise
     return [told[t.number] for t in trials]
 
 
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
+          state: TrialState | None = None) -> optuna.trial.FrozenTrial:
+    try:
+        return study.tell(trial, value, state=state)
+    except UpdateFinishedTrialError:  # reaped by another worker while this one was silent
+        return study._storage.get_trial(trial._trial_id)
+
+
 def _tell_failed(study: optuna.Study, trial: optuna.Trial, exc: BaseException | None
                  ) -> optuna.trial.FrozenTrial:
-    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-    tb = "".join(traceback.format_exception(exc, limit=-8)) if exc is not None else ""
-    trial.set_user_attr("traceback", tb[-4000:])
-    return study.tell(trial, state=TrialState.FAIL)
+    try:
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        tb = "".join(traceback.format_exception(exc, limit=-8)) if exc is not None else ""
+        trial.set_user_attr("traceback", tb[-4000:])
+    except UpdateFinishedTrialError:
+        return study._storage.get_trial(trial._trial_id)
+    return _tell(study, trial, state=TrialState.FAIL)
 
 
 def _fail_summary(spec: StudySpec, errors: list[str]) -> str:

@@ -30,6 +30,7 @@ from dmisearch.components import (
     augmented,
     pair_problem,
 )
+from dmisearch.coordination import GRACE_PERIOD, HEARTBEAT_INTERVAL
 from dmisearch.data import Composed, check_split
 from dmisearch.errors import DmisearchError, StudyFileError, did_you_mean
 from dmisearch.metrics import METRICS, OBJECTIVES, Objective, default_metric
@@ -43,12 +44,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SECTIONS: dict[str, set[str]] = {
-    "study": {"name", "storage", "device", "dtype", "engine", "tf32"},
+    "study": {"name", "storage", "device", "dtype", "engine", "tf32", "heartbeat_interval",
+              "grace_period"},
     "data": set(),  # free-form: generator parameters
     "curve": {"sizes", "seeds", "test_size"},
     "objective": {"name", "target", "metric"},
     "search": {"models", "algorithms", "pairs", "n_trials", "timeout", "seed", "sampler",
-               "pruner", "space", "trials_per_batch"},
+               "pruner", "space", "trials_per_batch", "trial_timeout"},
 }
 DTYPES = ("float32", "float64")
 ENGINES = ("fused", "loop")
@@ -137,6 +139,9 @@ class StudySpec:
     n_trials: int | None
     timeout: float | None
     trials_per_batch: int | None  # None: chosen by device (runner.AUTO_BATCH_CUDA on CUDA)
+    trial_timeout: float | None  # seconds a trial (or a batch trained together) may train
+    heartbeat_interval: float  # seconds between a worker's stamps on its running trials
+    grace_period: float  # seconds without a stamp before a running trial counts as lost
     seed: int | None
     sampler: Pluggable
     pruner: Pluggable
@@ -253,6 +258,14 @@ def build_spec(
     if engine not in ENGINES:
         pb.add("study.engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
     tf32 = _typed(st, "tf32", bool, "study", pb, False)
+    heartbeat = _typed(st, "heartbeat_interval", (int, float), "study", pb, HEARTBEAT_INTERVAL)
+    grace = _typed(st, "grace_period", (int, float), "study", pb, GRACE_PERIOD)
+    if not heartbeat > 0:
+        pb.add("study.heartbeat_interval", f"must be > 0 seconds, got {heartbeat}")
+    elif not grace >= 3 * heartbeat:
+        pb.add("study.grace_period", f"must be at least 3 heartbeat intervals "
+                                     f"({3 * heartbeat:g} s), got {grace}: a live worker "
+                                     "would be taken for dead")
 
     data, data_entries, info = _build_data(sec["data"], registry, pb)
     grid = _build_grid(sec["curve"], info, pb)
@@ -272,6 +285,9 @@ def build_spec(
                          "otherwise the study would never stop")
     if seed is not None and seed < 0:
         pb.add("search.seed", f"must be >= 0, got {seed}")
+    trial_timeout = _typed(se, "trial_timeout", (int, float), "search", pb)
+    if trial_timeout is not None and not trial_timeout > 0:
+        pb.add("search.trial_timeout", f"must be > 0 seconds, got {trial_timeout}")
     per_batch = se.get("trials_per_batch", "auto")
     if per_batch == "auto":
         per_batch = None
@@ -295,6 +311,8 @@ def build_spec(
         data_entries=data_entries, info=info, grid=grid, objective=objective, metric=metric,
         models=models, algorithms=algorithms, pairs=pairs, excluded=excluded, n_trials=n_trials,
         timeout=None if timeout is None else float(timeout), trials_per_batch=per_batch,
+        trial_timeout=None if trial_timeout is None else float(trial_timeout),
+        heartbeat_interval=float(heartbeat), grace_period=float(grace),
         seed=seed, sampler=sampler,
         pruner=pruner,
     )

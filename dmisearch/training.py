@@ -23,10 +23,13 @@ to dmisearch, so every optimiser gets the same, documented training protocol:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
+import time
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -44,6 +47,32 @@ from dmisearch.components import (
 from dmisearch.seeding import derive_seed
 
 EVAL_CHUNK = 4096  # samples per forward pass at evaluation: bounds memory on large test sets
+DEADLINE_EVERY = 16  # steps between checks of the trial time limit (a host clock read)
+
+_DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar(
+    "dmisearch_deadline", default=None)
+
+
+class TrialTimeout(RuntimeError):
+    """A trial (or the batch of trials trained with it) ran past ``search.trial_timeout``."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Training inside this block raises ``TrialTimeout`` once ``seconds`` have passed."""
+    token = _DEADLINE.set(None if seconds is None else (time.monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def check_deadline() -> None:
+    """Raise ``TrialTimeout`` if the enclosing ``deadline`` has passed (cheap: no sync)."""
+    limit = _DEADLINE.get()
+    if limit is not None and time.monotonic() > limit[0]:
+        raise TrialTimeout(f"trial time limit of {limit[1]:g} s exceeded "
+                           "(search.trial_timeout; trials trained together share the clock)")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -175,6 +204,8 @@ def train_one(
     order = batch_schedule(n, batch, steps, job.seed).to(ctx.device)
     losses = torch.empty(steps, device=ctx.device, dtype=ctx.dtype)
     for t in range(steps):
+        if t % DEADLINE_EVERY == 0:
+            check_deadline()
         idx = order[t]
         xb = job.x_train[idx]
         if algo.augmentation is not None:

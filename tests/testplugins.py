@@ -145,3 +145,35 @@ def _register_architectures(self, register):
 
 
 TestPlugin.register_architectures = hookimpl(_register_architectures)
+
+
+@dataclasses.dataclass(kw_only=True)
+class OutOfMemory(MeanPredictor):
+    """Runs out of CUDA memory even after the engine's own splitting."""
+
+    name = "oom_test"
+
+    def fit_predict(self, model, jobs, ctx):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Slow(MeanPredictor):
+    """Trains for ``seconds`` (checking the trial time limit like the engine does)."""
+
+    name = "slow_test"
+    seconds: float = 5.0
+
+    def fit_predict(self, model, jobs, ctx):
+        import time
+
+        from dmisearch.training import check_deadline
+
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            check_deadline()
+            time.sleep(0.01)
+        return super().fit_predict(model, jobs, ctx)
+
+
+ALGORITHMS = (*ALGORITHMS, OutOfMemory, Slow)

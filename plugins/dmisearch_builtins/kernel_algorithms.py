@@ -42,6 +42,7 @@ from dmisearch.components import (
     Transform,
 )
 from dmisearch.space import Float
+from dmisearch.training import check_deadline
 
 #: Bytes of kernel matrices kept for reuse across sizes, seeds' stages and trials (LRU).
 CACHE_BYTES = 2 * 2**30
@@ -87,6 +88,7 @@ class KernelRegression(Algorithm):
 
     def _one(self, model: Architecture, job: Job, pool_size: int, ctx: RunContext
              ) -> Predictions:
+        check_deadline()
         n = job.size
         k_pool, k_test = _kernels(model, self.kernel_kind, self.augmentation, job, pool_size)
         k_train = k_pool[:n, :n]

@@ -1,0 +1,93 @@
+"""Load test: many workers, many short trials, one study; trials per second and overhead.
+
+    python benchmarks/bench_workers.py [--storage URL] [--workers 8] [--n-trials 200]
+
+Runs ``dmisearch run STUDY --workers W`` on a study whose trials train almost nothing (an
+fcn of width 4 for 1 SGD step per job), so the time is Optuna's and dmisearch's: sampling,
+the storage round trips (ask, parameters, attributes, heartbeats, tell) and the study lock.
+Reports trials per second and, per trial, the worker-seconds spent (workers x wall time /
+trials) next to the training time the trials recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+
+from dmisearch.storage import mask, open_storage
+
+STUDY = """
+[study]
+name = "{name}"
+device = "cpu"
+
+[data]
+name = "teacher"
+family = "fcn"
+shape = [1, 8]
+width = 8
+
+[curve]
+sizes = [8, 16]
+seeds = 1
+test_size = 16
+
+[search]
+models = ["fcn"]
+algorithms = ["sgd"]
+n_trials = {n}
+pruner = "none"
+sampler = "random"
+
+[search.space.model.fcn]
+width = 4
+depth = 1
+
+[search.space.algorithm.sgd]
+steps = 1
+batch_size = 8
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--storage", help="default: a journal file in a temporary folder")
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--n-trials", type=int, default=200)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    storage = args.storage or f"journal:{tmp / 'journal.log'}"
+    name = f"load-{uuid.uuid4().hex[:8]}"
+    path = tmp / "load.toml"
+    path.write_text(STUDY.format(name=name, n=args.n_trials))
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "dmisearch", "run", str(path), "--storage",
+                          storage, "--workers", str(args.workers), "--no-progress"],
+                         capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if res.returncode != 0:
+        sys.exit(res.stdout + res.stderr)
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(tr.state.name == "COMPLETE" for tr in trials)
+    training = sum(sum(set(tr.user_attrs["curve"]["seconds"])) for tr in trials)
+    span = sum((tr.datetime_complete - tr.datetime_start).total_seconds() for tr in trials)
+    print(f"# storage {mask(storage)}; {args.workers} workers; {complete} complete trials "
+          f"of {len(trials)} (wall time includes starting the workers)")
+    print(f"wall {wall:.1f} s, {complete / wall:.1f} trials/s; per trial: "
+          f"{args.workers * wall / complete * 1e3:.0f} worker-ms in all, "
+          f"{span / complete * 1e3:.0f} ms from ask to tell, "
+          f"{training / complete * 1e3:.1f} ms training")
+    if args.storage:
+        optuna.delete_study(study_name=name, storage=open_storage(storage))
+
+
+if __name__ == "__main__":
+    main()

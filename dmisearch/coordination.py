@@ -1,0 +1,189 @@
+"""Many workers, one study: a storage-wide lock, heartbeats, and retries of lost trials.
+
+Optuna's storage is the only thing workers share (a journal file, PostgreSQL, MySQL,
+SQLite or Redis), so every rule below works through it:
+
+* **Heartbeats.** While a worker trains, a thread stamps each of its running trials with the
+  user attribute ``dmisearch_heartbeat`` (Unix time) every ``HEARTBEAT_INTERVAL`` seconds.
+* **Lost trials.** A RUNNING trial whose newest stamp (or start, before the first stamp) is
+  older than ``GRACE_PERIOD`` belongs to a worker that died (SIGKILL, power, network). It is
+  marked FAIL with the reason, and a copy with the same parameters is enqueued (user
+  attribute ``retry_of``; system attributes ``failed_trial`` / ``retry_history`` as Optuna's
+  ``RetryFailedTrialCallback`` writes them), up to ``MAX_RETRY`` times; the next worker to
+  ask for a trial picks it up.
+* **Exactly n_trials.** Asking for trials happens under a lock held in the storage itself
+  (``study_lock``): a worker reaps lost trials, counts finished and running ones, and asks
+  for at most ``n_trials - finished - running`` new ones, all before anyone else may. So
+  the study ends with exactly ``n_trials`` finished trials whatever the number of workers;
+  a worker with nothing to ask for waits while others' trials may still fail.
+
+The lock: ``fcntl.flock`` on a file beside a journal or SQLite file, a PostgreSQL advisory
+lock, MySQL's ``GET_LOCK``, a Redis lock, or a thread lock for in-memory studies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from dmisearch.storage import _journal_path, default_storage
+
+HEARTBEAT_ATTR = "dmisearch_heartbeat"
+HEARTBEAT_INTERVAL = 10.0  # seconds between stamps
+GRACE_PERIOD = 60.0  # seconds without a stamp before a running trial counts as lost
+MAX_RETRY = 3  # copies of one lost trial, at most
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+_MEMORY_LOCKS: dict[str, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def study_lock(storage_url: str | None, study_name: str) -> Iterator[None]:
+    """Exclusive across every worker of ``study_name`` on this storage while held."""
+    url = storage_url or default_storage()
+    path = _journal_path(url)
+    if path is None and url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+    if path is not None:
+        lock_path = Path(path).expanduser().with_name(Path(path).name + ".dmisearch-lock")
+        with open(lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    key = zlib.crc32(f"dmisearch:{study_name}".encode())
+    if url.startswith(("postgresql", "postgres")):
+        with _rdb_lock(url, "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)",
+                       {"k": key}):
+            yield
+        return
+    if url.startswith(("mysql", "mariadb")):
+        with _rdb_lock(url, "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)",
+                       {"k": f"dmisearch:{key}"}):
+            yield
+        return
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        with redis.Redis.from_url(url).lock(f"dmisearch:lock:{study_name}", timeout=300,
+                                            blocking_timeout=None):
+            yield
+        return
+    lock = _MEMORY_LOCKS.setdefault(f"{url}:{study_name}", threading.Lock())
+    with lock:
+        yield
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def _rdb_lock(url: str, acquire: str, release: str, params: dict) -> Iterator[None]:
+    import sqlalchemy as sa
+
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True)
+    with engine.connect() as conn:
+        conn.execute(sa.text(acquire), params)
+        try:
+            yield
+        finally:
+            conn.execute(sa.text(release), params)
+            conn.commit()
+
+
+class Heartbeat:
+    """Stamps the given trials every ``interval`` seconds from a background thread."""
+
+    def __init__(self, trials: list[optuna.Trial], interval: float = HEARTBEAT_INTERVAL):
+        self.trials, self.interval = trials, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dmisearch-heartbeat",
+                                        daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat()
+
+    def _beat(self) -> None:
+        now = time.time()
+        for trial in self.trials:
+            with contextlib.suppress(Exception):  # a reaped or finished trial: nothing to do
+                trial.set_user_attr(HEARTBEAT_ATTR, now)
+
+
+def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
+    stamp = trial.user_attrs.get(HEARTBEAT_ATTR)
+    if stamp is not None:
+        return float(stamp)
+    start = trial.datetime_start
+    return start.timestamp() if start is not None else time.time()
+
+
+def reap_lost_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
+                     max_retry: int = MAX_RETRY) -> list[int]:
+    """Fail the running trials whose worker stopped beating, and enqueue their retries.
+
+    Call under ``study_lock`` so that one trial is reaped, and retried, once. Returns the
+    numbers of the reaped trials.
+    """
+    now = time.time()
+    reaped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        silent = now - last_sign_of_life(t)
+        if silent <= grace:
+            continue
+        storage = study._storage
+        with contextlib.suppress(Exception):
+            storage.set_trial_user_attr(
+                t._trial_id, "error",
+                f"worker lost: no heartbeat for {silent:.0f} s (more than {grace:g} s); "
+                "retried with the same parameters")
+        try:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except Exception:  # finished meanwhile by its own worker: not lost after all
+            continue
+        reaped.append(t.number)
+        history = [*t.system_attrs.get("retry_history", []), t.number]
+        if len(history) <= max_retry:
+            study.add_trial(optuna.trial.create_trial(
+                state=TrialState.WAITING, params=t.params, distributions=t.distributions,
+                user_attrs={"retry_of": t.number},
+                system_attrs={"failed_trial": history[0], "retry_history": history}))
+    return reaped
+
+
+def count_states(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished, running, waiting) trials of the study."""
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(t.state in FINISHED for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return finished, running, waiting
+
+
+def worker_id() -> str:
+    """Where a trial ran: host and process (stored on every trial)."""
+    return f"{os.uname().nodename}:{os.getpid()}"

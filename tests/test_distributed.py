@@ -1,0 +1,200 @@
+"""Many workers on one study (real PostgreSQL and the embedded journal), lost workers,
+interrupts, in-trial failures, time limits and reruns."""
+
+from __future__ import annotations
+
+import copy
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import TINY_STUDY, dump_toml
+from optuna.trial import TrialState
+from test_storage import POSTGRES, _reachable_postgres
+
+from dmisearch.coordination import HEARTBEAT_ATTR, count_states, reap_lost_trials
+from dmisearch.runner import run_study
+from dmisearch.storage import open_storage
+from dmisearch.study_file import build_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_file(tmp_path: Path, **search) -> Path:
+    doc = copy.deepcopy(TINY_STUDY)
+    doc["study"]["name"] = f"dist-{uuid.uuid4().hex[:8]}"
+    doc["study"].update(heartbeat_interval=0.5, grace_period=3.0)
+    doc["search"].update(search)
+    path = tmp_path / "study.toml"
+    path.write_text(dump_toml(doc))
+    return path
+
+
+def dmisearch(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dmisearch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def load(path: Path, storage: str) -> optuna.Study:
+    import tomllib
+
+    name = tomllib.loads(path.read_text())["study"]["name"]
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def assert_exactly(study: optuna.Study, n: int) -> None:
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == n, states
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:  # every curve intact
+            assert t.user_attrs["curve"]["size"] == [8, 8, 16, 16]
+            assert len(t.user_attrs["curve"]["test_error"]) == 4
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "journal"])
+def test_four_workers_finish_exactly_n_trials(tmp_path, backend):
+    if backend == "postgresql":
+        why = _reachable_postgres()
+        if why:
+            pytest.skip(why)
+        storage = POSTGRES
+    else:
+        storage = f"journal:{tmp_path / 'journal.log'}"
+    path = study_file(tmp_path, n_trials=12)
+    run = dmisearch("run", str(path), "--storage", storage, "--workers", "4")
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    assert "started 4 workers" in out and "[worker 3]" in out
+    study = load(path, storage)
+    assert_exactly(study, 12)
+    assert len({t.user_attrs["worker"] for t in study.trials}) > 1  # really shared
+    if backend == "postgresql":
+        optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
+
+
+def _wait_for_running(path: Path, storage: str, timeout: float = 60) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            running = [t.number for t in load(path, storage).trials
+                       if t.state == TrialState.RUNNING]
+        except KeyError:
+            running = []
+        if running:
+            return running[0]
+        time.sleep(0.1)
+    raise AssertionError("no trial started")
+
+
+def test_a_killed_worker_trial_is_failed_and_retried_with_its_parameters(tmp_path):
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    # long trials, so that the kill lands inside one
+    path = study_file(tmp_path, n_trials=3, models=["fcn"], space={
+        "model": {"fcn": {"width": 16, "depth": 1}},
+        "algorithm": {"sgd": {"steps": 20000, "batch_size": 8, "lr": 0.01}}})
+    victim = dmisearch("worker", str(path), "--storage", storage)
+    lost = _wait_for_running(path, storage)
+    time.sleep(1.0)  # at least one heartbeat stamped
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = dmisearch("worker", str(path), "--storage", storage)
+    out, _ = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, out
+    study = load(path, storage)
+    assert_exactly(study, 3)
+    dead = study.trials[lost]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["error"].startswith("worker lost")
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == lost]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    assert retry.system_attrs["failed_trial"] == lost
+
+
+def test_ctrl_c_then_rerun_completes_the_study(tmp_path):
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    path = study_file(tmp_path, n_trials=6, models=["fcn"], space={
+        "model": {"fcn": {"width": 16, "depth": 1}},
+        "algorithm": {"sgd": {"steps": 4000, "batch_size": 8, "lr": 0.01}}})
+    run = dmisearch("run", str(path), "--storage", storage, "--workers", "2")
+    _wait_for_running(path, storage)
+    run.send_signal(signal.SIGINT)  # what Ctrl-C sends to the parent
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 130, out
+    assert "interrupted" in out
+    study = load(path, storage)
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert interrupted and all("interrupted" in t.user_attrs["error"] for t in interrupted)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    again = dmisearch("run", str(path), "--storage", storage, "--workers", "2")
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    study = load(path, storage)
+    assert_exactly(study, 6)
+    assert len(study.trials) == 6 + len(interrupted)  # the count adds up
+
+
+def test_reaping_is_exact_and_idempotent(tiny_doc, registry):
+    tiny_doc["study"].update(heartbeat_interval=0.5, grace_period=2.0)
+    spec = build_spec(tiny_doc, registry, storage="memory", n_trials=1)
+    study = optuna.create_study(storage=open_storage("memory"))
+    fresh, stale = study.ask(), study.ask()
+    for t in (fresh, stale):
+        t.suggest_float("x", 0, 1)
+    fresh.set_user_attr(HEARTBEAT_ATTR, time.time())
+    stale.set_user_attr(HEARTBEAT_ATTR, time.time() - 10)
+    assert reap_lost_trials(study, grace=spec.grace_period) == [stale.number]
+    assert reap_lost_trials(study, grace=spec.grace_period) == []  # once only
+    assert count_states(study) == (0, 1, 1)  # the fresh one runs; one retry waits
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.params == study.trials[stale.number].params
+    assert waiting.user_attrs == {"retry_of": stale.number}
+
+
+@pytest.mark.parametrize("algorithm,search,expected", [
+    ("oom_test", {}, "OutOfMemoryError: CUDA out of memory"),
+    ("slow_test", {"trial_timeout": 0.3}, "TrialTimeout: trial time limit of 0.3 s exceeded"),
+])
+def test_in_trial_failures_are_recorded_and_the_study_goes_on(tiny_doc, test_registry,
+                                                               algorithm, search, expected):
+    tiny_doc["search"] = {"models": ["fcn"], "algorithms": ["mean_test", algorithm],
+                          "n_trials": 4, "sampler": "random", "seed": 1, "pruner": "none",
+                          **search}
+    study = run_study(build_spec(tiny_doc, test_registry, storage="memory"))
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["error"].startswith(expected) for t in failed)
+    assert all(t.params["pair"] == f"fcn/{algorithm}" for t in failed)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+
+
+def test_rerun_reproduces_a_stored_trial(tmp_path):
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    path = study_file(tmp_path, n_trials=2)
+    first = dmisearch("run", str(path), "--storage", storage)
+    assert first.wait(timeout=300) == 0
+    rerun = dmisearch("rerun", str(path), "--storage", storage, "--trial", "1")
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    assert "largest relative difference of the test errors: 0.00e+00" in out
+    missing = dmisearch("rerun", str(path), "--storage", storage, "--trial", "7")
+    out, _ = missing.communicate(timeout=300)
+    assert missing.returncode == 1 and "has no trial 7 (it has 2)" in out
+
+
+def test_passwords_never_reach_the_output(tmp_path):
+    why = _reachable_postgres()
+    if why:
+        pytest.skip(why)
+    # trust authentication ignores the password, so the run succeeds with one in the URL
+    url = POSTGRES.replace("://postgres@", "://postgres:s3cr3t-pw@")
+    path = study_file(tmp_path, n_trials=1)
+    run = dmisearch("run", str(path), "--storage", url, "--workers", "2")
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    assert "s3cr3t-pw" not in out and "postgres:***@" in out
+    study = load(path, url)
+    optuna.delete_study(study_name=study.study_name, storage=open_storage(url))
