@@ -70,7 +70,7 @@ def study_lock(storage_url: str | None, study_name: str) -> Iterator[None]:
             yield
         return
     if url.startswith(("mysql", "mariadb")):
-        with _rdb_lock(url, "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)",
+        with _rdb_lock(url, "SELECT GET_LOCK(:k, 86400)", "SELECT RELEASE_LOCK(:k)",
                        {"k": f"dmisearch:{key}"}):
             yield
         return
@@ -97,7 +97,9 @@ def _rdb_lock(url: str, acquire: str, release: str, params: dict) -> Iterator[No
     if engine is None:
         engine = _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True)
     with engine.connect() as conn:
-        conn.execute(sa.text(acquire), params)
+        got = conn.execute(sa.text(acquire), params).scalar()
+        if got is not None and got != 1 and got != "":  # MySQL: 1 = locked; pg: void
+            raise RuntimeError(f"could not take the study lock ({acquire} returned {got!r})")
         try:
             yield
         finally:

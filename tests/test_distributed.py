@@ -15,7 +15,14 @@ import optuna
 import pytest
 from conftest import TINY_STUDY, dump_toml
 from optuna.trial import TrialState
-from test_storage import POSTGRES, _reachable_postgres
+from test_storage import (
+    MYSQL,
+    POSTGRES,
+    REDIS,
+    _reachable_postgres,
+    _reachable_rdb,
+    _reachable_redis,
+)
 
 from dmisearch.coordination import HEARTBEAT_ATTR, count_states, reap_lost_trials
 from dmisearch.runner import run_study
@@ -57,15 +64,14 @@ def assert_exactly(study: optuna.Study, n: int) -> None:
             assert len(t.user_attrs["curve"]["test_error"]) == 4
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "journal"])
+@pytest.mark.parametrize("backend", ["postgresql", "journal", "mysql", "redis"])
 def test_four_workers_finish_exactly_n_trials(tmp_path, backend):
-    if backend == "postgresql":
-        why = _reachable_postgres()
-        if why:
-            pytest.skip(why)
-        storage = POSTGRES
-    else:
-        storage = f"journal:{tmp_path / 'journal.log'}"
+    storage = {"postgresql": POSTGRES, "mysql": MYSQL, "redis": REDIS,
+               "journal": f"journal:{tmp_path / 'journal.log'}"}[backend]
+    why = {"postgresql": _reachable_postgres, "redis": _reachable_redis,
+           "mysql": lambda: _reachable_rdb(MYSQL), "journal": lambda: None}[backend]()
+    if why:
+        pytest.skip(why)
     path = study_file(tmp_path, n_trials=12)
     run = dmisearch("run", str(path), "--storage", storage, "--workers", "4")
     out, _ = run.communicate(timeout=300)
@@ -74,7 +80,7 @@ def test_four_workers_finish_exactly_n_trials(tmp_path, backend):
     study = load(path, storage)
     assert_exactly(study, 12)
     assert len({t.user_attrs["worker"] for t in study.trials}) > 1  # really shared
-    if backend == "postgresql":
+    if backend != "journal":
         optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
 
 

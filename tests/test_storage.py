@@ -21,17 +21,22 @@ from dmisearch.study_file import build_spec
 POSTGRES = os.environ.get("DMISEARCH_TEST_POSTGRES",
                           "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("DMISEARCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+MYSQL = os.environ.get("DMISEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
-def _reachable_postgres() -> str | None:
+def _reachable_rdb(url: str) -> str | None:
     try:
         import sqlalchemy as sa
 
-        with sa.create_engine(POSTGRES).connect() as conn:
+        with sa.create_engine(url).connect() as conn:
             conn.execute(sa.text("select 1"))
         return None
     except Exception as exc:
-        return f"no PostgreSQL server at {mask(POSTGRES)}: {type(exc).__name__}"
+        return f"no database server at {mask(url)}: {type(exc).__name__}"
+
+
+def _reachable_postgres() -> str | None:
+    return _reachable_rdb(POSTGRES)
 
 
 def _reachable_redis() -> str | None:
@@ -86,6 +91,13 @@ def test_postgresql(tiny_doc, registry):
     if why:
         pytest.skip(why)
     _run_on(POSTGRES, tiny_doc, registry)
+
+
+def test_mysql(tiny_doc, registry):
+    why = _reachable_rdb(MYSQL)
+    if why:
+        pytest.skip(why)
+    _run_on(MYSQL, tiny_doc, registry)
 
 
 def test_redis_journal(tiny_doc, registry):
