@@ -185,10 +185,22 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int) -> list[optuna.Trial
         if spec.n_trials is None:
             want = batch
         elif finished >= spec.n_trials:
+            drop_unneeded_retries(study)
             return None
         else:
             want = min(batch, spec.n_trials - finished - running)
         return [study.ask() for _ in range(max(want, 0))]
+
+
+def drop_unneeded_retries(study: optuna.Study) -> None:
+    """Queued retries of lost trials that the finished study no longer needs: FAIL, with the
+    reason (they would otherwise wait forever)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if "retry_of" in t.user_attrs:
+            with contextlib.suppress(Exception):
+                study._storage.set_trial_user_attr(
+                    t._trial_id, "error", "retry not needed: the study reached n_trials")
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
 def run_batch(study: optuna.Study, objective: TrialObjective, trials: list[optuna.Trial]
