@@ -83,6 +83,23 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-progress", action="store_true", help="no progress bar")
     worker.set_defaults(func=cmd_worker)
 
+    report = sub.add_parser(
+        "report", parents=[common], help="write an HTML report of one or several studies",
+        description="Write a self-contained HTML report (leaderboard with bootstrap "
+                    "intervals, learning curves, heatmaps, scaling exponents, settings, "
+                    "plugin versions, environment) and curves.csv / curves.parquet / "
+                    "trials.csv / leaderboard.csv for the given studies: study files "
+                    "(.toml) or study names in --storage.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("studies", nargs="+", metavar="STUDY",
+                        help="study files (.toml) or study names")
+    report.add_argument("--storage", metavar="URL",
+                        help="storage of the studies (default: each file's, else the "
+                             "embedded journal file)")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    report.set_defaults(func=cmd_report)
+
     rerun = sub.add_parser(
         "rerun", parents=[common], help="rerun one stored trial alone and compare its curve",
         description="Rerun trial N of the study described by STUDY.toml from its stored "
@@ -262,6 +279,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       progress=_wants_progress(args))
     _err(f"done: study '{spec.name}' has {finished_count(study)} finished trials in "
          f"{describe(spec.storage)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dmisearch.analysis import Results
+    from dmisearch.report import write_report
+
+    res = Results.load(*args.studies, storage=args.storage)
+    index = write_report(res, args.out)
+    print(f"report written to {index} (with curves.csv, trials.csv, leaderboard.csv)")
     return 0
 
 

@@ -20,7 +20,7 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["plugins"]])
+@pytest.mark.parametrize("args", [[], ["run"], ["plugins"], ["worker"], ["rerun"], ["report"]])
 def test_every_command_has_help(args, capsys):
     with pytest.raises(SystemExit) as info:
         main([*args, "--help"])
