@@ -17,14 +17,21 @@ from typing import Any
 from dmisearch.errors import DmisearchError
 
 EPILOG = """exit codes: 0 success, 1 error, 2 usage error, 130 interrupted.
-environment: DMISEARCH_PLUGINS (load only these plugins), DMISEARCH_BLOCK_PLUGINS (never load
-these), DMISEARCH_STORAGE (default storage instead of journal:.dmisearch/journal.log)."""
+environment: DMISEARCH_PLUGINS (load only these plugins; set but empty: none),
+DMISEARCH_BLOCK_PLUGINS (never load these), DMISEARCH_TRACE=1 (like --trace),
+DMISEARCH_STORAGE (default storage instead of journal:.dmisearch/journal.log)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show full tracebacks on errors")
+    common.add_argument("--plugin", action="append", default=argparse.SUPPRESS,
+                        metavar="PATH.py",
+                        help="also load this local plugin file (hook functions); repeatable")
+    common.add_argument("--trace", action="store_true", default=argparse.SUPPRESS,
+                        help="report every plugin load and hook call on stderr "
+                             "(same as DMISEARCH_TRACE=1)")
     parser = argparse.ArgumentParser(
         prog="dmisearch", parents=[common], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -173,13 +180,26 @@ def _err(text: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace, seed_offset: int = 0) -> Any:
+def _registry(args: argparse.Namespace, study: str | None = None, warn: bool = True) -> Any:
+    """The registry of a command: installed plugins, ``--plugin`` files and the study
+    file's ``[study] plugins``; problems are printed as warnings."""
     from dmisearch.plugins import load_registry
+    from dmisearch.study_file import plugin_files, read_toml
+
+    files = list(getattr(args, "plugin", None) or [])
+    if study is not None:
+        files += plugin_files(read_toml(study), study)
+    registry = load_registry(files=files)
+    if warn:
+        for problem in registry.problems:
+            _err(f"dmisearch: warning: {problem}")
+    return registry
+
+
+def _load(args: argparse.Namespace, seed_offset: int = 0) -> Any:
     from dmisearch.study_file import load_study
 
-    registry = load_registry()
-    for problem in registry.problems:
-        _err(f"dmisearch: warning: {problem}")
+    registry = _registry(args, args.study)
     seed = getattr(args, "seed", None)
     spec = load_study(args.study, registry, n_trials=getattr(args, "n_trials", None),
                       timeout=getattr(args, "timeout", None), storage=args.storage,
@@ -321,9 +341,8 @@ def _wants_progress(args: argparse.Namespace) -> bool:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from dmisearch.hookspecs import REGISTER_HOOKS
-    from dmisearch.plugins import load_registry
 
-    registry = load_registry()
+    registry = _registry(args, warn=False)
     comps = [{
         "kind": e.kind, "name": e.name, "summary": e.cls.summary(), "plugin": e.plugin.name,
         "package": e.package, "version": e.version,
@@ -408,6 +427,13 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False)
+    import os
+
+    from dmisearch.plugins import ENV_TRACE
+
+    traced = os.environ.get(ENV_TRACE)
+    if getattr(args, "trace", False):
+        os.environ[ENV_TRACE] = "1"  # worker processes inherit it
     global _INTERRUPTED
     _INTERRUPTED = False
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -435,3 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if traced is None:
+            os.environ.pop(ENV_TRACE, None)
+        else:
+            os.environ[ENV_TRACE] = traced

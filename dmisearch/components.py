@@ -11,10 +11,12 @@ Each kind adds as few abstract methods as its job allows:
 kind            must implement                         may declare
 =============== ===================================== ===========================================
 DataGenerator   ``describe()``, ``sample()``           ``space`` (unused: data is fixed per study)
-Transform       ``apply()``                            ``check_input()``
+Transform       ``apply()``                            ``check_input()``, ``matrix()``
 Architecture    ``build()``                            ``spatial_dims``, ``provides``,
-                                                       ``check_input()``
-Algorithm       ``fit_predict()``                      ``requires``, ``tasks``
+                                                       ``check_input()``, ``symmetries``,
+                                                       ``couple()``
+Algorithm       ``fit_predict()``                      ``requires``, ``tasks``,
+                                                       ``symmetries``
 =============== ===================================== ===========================================
 
 Every kind may declare ``space`` (the default search space of its hyperparameters, as Optuna
@@ -175,6 +177,17 @@ class Transform(Component):
         first; None when the group is not finite (the default)."""
         return None
 
+    def matrix(self, d: int, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        """The ``d x d`` matrix ``M`` (float64 unless ``dtype``) when ``apply`` is one fixed
+        linear map of inputs flattened to size ``d``: ``apply(x)`` flattened is
+        ``x_flat @ M.T`` for every ``x``. None (the default) when it is not: a transform
+        drawing per sample (``shift``) or a nonlinear one.
+
+        Architectures use it to couple their first layer to the transform
+        (``Architecture.couple``), which the symmetry probe (``dmisearch probe``) relies on.
+        """
+        return None
+
 
 # --------------------------------------------------------------------------------------------
 # Models
@@ -195,6 +208,13 @@ class Architecture(Component):
     provides: ClassVar[frozenset[str]] = frozenset({"module"})
     #: Spatial dimensionalities accepted: inputs are ``(C, *spatial)``. None: any shape.
     spatial_dims: ClassVar[frozenset[int] | None] = None
+    #: Names of transforms the architecture's random initial network is symmetric under:
+    #: ``couple()`` gives, for each, a coupled network that computes at ``g.x`` what the
+    #: original computes at ``x``, with parameters distributed as the original's (either
+    #: the same network, an invariance, or a map of the first layer's weights). Whether a
+    #: trained (model, algorithm) pair keeps the symmetry also depends on the algorithm's
+    #: ``Algorithm.symmetries``; ``dmisearch probe --verify`` checks both (docs/probes.md).
+    symmetries: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def shape_problem(cls, input_shape: tuple[int, ...]) -> str | None:
@@ -227,6 +247,22 @@ class Architecture(Component):
     def kernel_key(self) -> Any:
         """What the kernel depends on: equal keys, equal kernels (used to cache them)."""
         return (type(self), repr(sorted(self.get_params().items())))
+
+    def couple(self, module: torch.nn.Module, transform: Transform,
+               input_shape: tuple[int, ...]) -> torch.nn.Module | None:
+        """The module coupled to ``module`` (as ``build`` returned it) under ``transform``.
+
+        A coupling is a module ``c`` with ``c(transform.apply(x)) == module(x)`` for every
+        ``x`` (to rounding), whose parameters have, over the random initialisation, the
+        same distribution as ``module``'s. Return ``module`` itself when the architecture
+        is invariant under the transform (the identity coupling: every algorithm keeps
+        it); otherwise a new module (do not modify ``module``), typically with the first
+        layer's weights ``W`` replaced by ``W @ M.T`` for an orthogonal ``M`` =
+        ``transform.matrix(d)`` (then ``W M^T (M x) = W x``, and i.i.d. Gaussian weights
+        keep their distribution); or None (the default) when no coupling is known. Every
+        transform named in ``symmetries`` must get a coupling here.
+        """
+        return None
 
     @abstractmethod
     def build(self, input_shape: tuple[int, ...], out_dim: int) -> torch.nn.Module:
@@ -322,6 +358,14 @@ class Algorithm(Component):
     #: Set on the classes the study loader composes for ``name+transform`` (e.g.
     #: ``sgd+shift``): train on the orbit of the training set under this transform.
     augmentation: ClassVar[Transform | None] = None
+    #: Names of transforms whose couplings (``Architecture.couple``) the algorithm keeps:
+    #: trained on ``g.D`` from the coupled initial network, its predictions at ``g.x``
+    #: equal those of the run on ``D`` at ``x``, step by step (SGD keeps every orthogonal
+    #: map of the first layer, Adam only signed permutations). Identity couplings
+    #: (invariant architectures) are kept by every algorithm and need not be listed. A
+    #: (model, algorithm) pair is declared equivariant under ``g`` when the model lists
+    #: ``g`` and either its coupling is the identity or the algorithm lists ``g``.
+    symmetries: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def augmentation_problem(cls, transform: Transform) -> str | None:

@@ -11,17 +11,31 @@ Environment variables (comma-separated entry-point names):
     Load only these plugins. Set but empty: load no installed plugin at all.
 ``DMISEARCH_BLOCK_PLUGINS``
     Never load these plugins.
+``DMISEARCH_TRACE``
+    Set (to anything but empty or ``0``): write each plugin load and hook call, with what it
+    registered and how long it took, to stderr (``dmisearch --trace``).
+
+Besides installed packages, a plugin can be a local Python file of hook implementations
+(``dmisearch run --plugin my_plugin.py``, or ``plugins = ["my_plugin.py"]`` in a study
+file's ``[study]`` table), and tests can register plugin objects for a while
+(:func:`registered`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import importlib.metadata
+import importlib.util
 import inspect
 import os
 import re
+import sys
+import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -34,6 +48,10 @@ from dmisearch.errors import PluginError, UnknownComponentError, did_you_mean
 ENTRY_POINT_GROUP = "dmisearch"
 ENV_ONLY = "DMISEARCH_PLUGINS"
 ENV_BLOCK = "DMISEARCH_BLOCK_PLUGINS"
+ENV_TRACE = "DMISEARCH_TRACE"
+
+#: Plugin objects registered for a while by :func:`registered` (tests, notebooks).
+_TEMPORARY: list[object] = []
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -190,22 +208,89 @@ def class_problem(kind: str, cls: Any) -> str | None:
     return None
 
 
+def _trace_writer(trace: bool | Callable[[str], None] | None) -> Callable[[str], None] | None:
+    if callable(trace):
+        return trace
+    if trace is None:
+        trace = os.environ.get(ENV_TRACE, "") not in ("", "0")
+    if not trace:
+        return None
+    return lambda line: print(f"[dmisearch trace] {line}", file=sys.stderr, flush=True)
+
+
+def plugin_name_for_file(path: str | Path) -> str:
+    """The plugin name of a local plugin file: its file name without ``.py``."""
+    return Path(path).stem
+
+
+def load_plugin_file(path: str | Path) -> Any:
+    """Import a local Python file of hook implementations as a module.
+
+    Raises ``PluginError`` if the file does not exist; errors raised by the file's own code
+    propagate (``load_registry`` records them as a broken plugin).
+    """
+    p = Path(path).expanduser()
+    if p.suffix != ".py":
+        raise PluginError(f"plugin file {str(path)!r} must be a Python file ending in .py")
+    if not p.is_file():
+        raise PluginError(f"plugin file {str(path)!r} does not exist (resolved from "
+                          f"{os.getcwd()!r}); give a path to a .py file of hook functions")
+    p = p.resolve()
+    digest = hashlib.sha1(str(p).encode()).hexdigest()[:8]
+    module_name = f"dmisearch_local_plugins.{p.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, p)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look classes up here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+@contextlib.contextmanager
+def registered(*plugins: object) -> Iterator[None]:
+    """Make every :func:`load_registry` call inside the block also load ``plugins``.
+
+    For tests and notebooks: the plugin objects (modules, classes or instances with
+    ``@hookimpl`` functions) behave like installed plugins until the block ends, including
+    for commands run in-process (``dmisearch.cli.main``).
+    """
+    _TEMPORARY.extend(plugins)
+    try:
+        yield
+    finally:
+        for obj in plugins:
+            for i in range(len(_TEMPORARY) - 1, -1, -1):
+                if _TEMPORARY[i] is obj:
+                    del _TEMPORARY[i]
+                    break
+
+
 def load_registry(
     *,
     entry_points: bool = True,
     plugins: Sequence[object] = (),
+    files: Sequence[str | Path] = (),
     block: Iterable[str] = (),
     only: Iterable[str] | None = None,
+    trace: bool | Callable[[str], None] | None = None,
 ) -> Registry:
     """Load plugins and collect the components they register.
 
     Args:
         entry_points: load installed plugins from the ``dmisearch`` entry-point group.
         plugins: extra plugin objects (modules or instances with hookimpls), registered
-            under their ``__name__`` (or class name): for tests and local plugin files.
+            under their ``__name__`` (or class name): for tests and notebooks.
+        files: local plugin files (``.py``), each loaded as a plugin named after the file.
         block: entry-point names never to load, in addition to ``$DMISEARCH_BLOCK_PLUGINS``.
         only: if given, load only these entry points (``$DMISEARCH_PLUGINS`` likewise).
+        trace: report each plugin load and hook call: True writes to stderr, a callable
+            receives each line; None (default) follows ``$DMISEARCH_TRACE``.
     """
+    say = _trace_writer(trace)
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     blocked = set(block) | (_env_names(ENV_BLOCK) or set())
@@ -213,31 +298,61 @@ def load_registry(
 
     infos: dict[str, PluginInfo] = {}
     candidates: list[tuple[PluginInfo, Any]] = []
+
+    def note(info: PluginInfo, started: float) -> None:
+        if say:
+            ms = (time.perf_counter() - started) * 1e3
+            what = info.status + (f": {info.error}" if info.error else "")
+            say(f"plugin '{info.name}' ({info.origin}): {what} [{ms:.1f} ms]")
+
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            started = time.perf_counter()
             package, version = _dist_of(ep)
             info = PluginInfo(ep.name, package, version, origin=f"entry point {ep.value}")
             if ep.name in blocked:
-                infos[ep.name] = dataclasses.replace(info, status="blocked")
+                infos[ep.name] = dataclasses.replace(info, status="blocked",
+                                                     error=f"listed in {ENV_BLOCK}")
+                note(infos[ep.name], started)
                 continue
             if allowed is not None and ep.name not in allowed:
                 infos[ep.name] = dataclasses.replace(
                     info, status="blocked", error=f"not listed in {ENV_ONLY}"
                 )
+                note(infos[ep.name], started)
                 continue
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not take the others down
                 infos[ep.name] = _broken(info, f"failed to import {ep.value}", exc)
+                note(infos[ep.name], started)
                 continue
             candidates.append((info, obj))
-    for obj in plugins:
+            note(info, started)
+    for path in files:
+        started = time.perf_counter()
+        name = plugin_name_for_file(path)
+        info = PluginInfo(name, origin=f"file {Path(path).expanduser().resolve()}")
+        try:
+            obj = load_plugin_file(path)
+        except PluginError:
+            raise
+        except Exception as exc:  # the file's own code failed: report it like any plugin
+            infos[name] = _broken(info, f"failed to import {path}", exc)
+            note(infos[name], started)
+            continue
+        candidates.append((info, obj))
+        note(info, started)
+    for obj in [*_TEMPORARY, *plugins]:
         name = getattr(obj, "__name__", type(obj).__name__)
         candidates.append((PluginInfo(name, origin=f"passed in ({name})"), obj))
 
     for info, obj in candidates:
         if info.name in infos and infos[info.name].status == "loaded":
-            infos[info.name] = _broken(info, "a plugin with this name is already loaded", None)
+            first = infos[info.name].origin
+            infos[info.name] = _broken(
+                infos[info.name], f"two plugins are named '{info.name}': {first} and "
+                f"{info.origin}; rename one", None)
             continue
         try:
             pm.register(obj, name=info.name)
@@ -268,12 +383,22 @@ def load_registry(
                 continue
             others = [p for n, p in pm.list_name_plugin() if n != pname]
             caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+            if not caller.get_hookimpls():
+                continue
             got: list[Any] = []
+            started = time.perf_counter()
             try:
                 caller(register=got.append)
             except Exception as exc:
                 infos[pname] = _broken(infos[pname], f"raised in {hook_name}", exc)
+                if say:
+                    say(f"{hook_name}(register) by plugin '{pname}': raised "
+                        f"{type(exc).__name__}: {exc}")
                 continue
+            if say:
+                names = ", ".join(str(getattr(c, "name", c)) for c in got) or "nothing"
+                say(f"{hook_name}(register) by plugin '{pname}': registered {names} "
+                    f"[{(time.perf_counter() - started) * 1e3:.1f} ms]")
             for cls in got:
                 why = class_problem(kind, cls)
                 if why is not None:
@@ -295,6 +420,9 @@ def load_registry(
     for info in infos.values():
         if info.status == "broken":
             problems.append(f"plugin '{info.name}' is broken: {info.error}")
+    if say:
+        for problem in problems:
+            say(f"problem: {problem}")
     # Entries must point at the final PluginInfo (a plugin can break after registering).
     final = [dataclasses.replace(e, plugin=infos[e.plugin.name]) for e in entries.values()]
     final_conflicts = {

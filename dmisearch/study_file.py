@@ -45,7 +45,7 @@ else:  # pragma: no cover
 
 SECTIONS: dict[str, set[str]] = {
     "study": {"name", "storage", "device", "dtype", "engine", "tf32", "heartbeat_interval",
-              "grace_period"},
+              "grace_period", "plugins"},
     "data": set(),  # free-form: generator parameters
     "curve": {"sizes", "seeds", "test_size"},
     "objective": {"name", "target", "metric"},
@@ -203,9 +203,36 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise StudyFileError(str(p), [f"not valid TOML: {exc}"]) from None
 
 
+def plugin_files(doc: Mapping[str, Any], source: str | Path) -> list[Path]:
+    """The local plugin files a study document names (``[study] plugins``), resolved
+    against the study file's folder; a clear error if one is missing or not a .py file."""
+    study = doc.get("study", {})
+    raw = study.get("plugins", []) if isinstance(study, Mapping) else []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise StudyFileError(str(source), [
+            f"study.plugins: must be a list of paths to .py files, got {raw!r}"])
+    base = Path(source).parent
+    out, problems = [], []
+    for item in raw:
+        path = Path(item).expanduser()
+        path = path if path.is_absolute() else base / path
+        if path.suffix != ".py":
+            problems.append(f"study.plugins: {item!r} is not a Python file (.py)")
+        elif not path.is_file():
+            problems.append(f"study.plugins: {item!r} does not exist (looked for {path}; "
+                            "relative paths start at the study file's folder)")
+        else:
+            out.append(path)
+    if problems:
+        raise StudyFileError(str(source), problems)
+    return out
+
+
 def load_study(
     path: str | Path,
-    registry: Registry,
+    registry: Registry | None = None,
     *,
     n_trials: int | None = None,
     timeout: float | None = None,
@@ -213,8 +240,16 @@ def load_study(
     device: str | None = None,
     seed: int | None = None,
 ) -> StudySpec:
-    """Read, validate and build the study in ``path``; keyword arguments override the file."""
+    """Read, validate and build the study in ``path``; keyword arguments override the file.
+
+    Without ``registry``, the installed plugins plus the file's ``[study] plugins`` are
+    loaded.
+    """
     doc = read_toml(path)
+    if registry is None:
+        from dmisearch.plugins import load_registry
+
+        registry = load_registry(files=plugin_files(doc, path))
     return build_spec(doc, registry, source=str(path), default_name=Path(path).stem,
                       n_trials=n_trials, timeout=timeout, storage=storage, device=device,
                       seed=seed)
@@ -247,6 +282,11 @@ def build_spec(
                                          f"keys of [{s}] are {', '.join(sorted(allowed))}")
 
     st = sec["study"]
+    try:
+        plugin_files(doc, source)
+    except StudyFileError as exc:
+        for problem in exc.problems:
+            pb.add("", problem)
     name = _typed(st, "name", str, "study", pb, default_name)
     storage = storage if storage is not None else _typed(st, "storage", str, "study", pb, None)
     device = _check_device(device if device is not None else

@@ -33,6 +33,8 @@ SHUTDOWN_WAIT = 60.0  # seconds workers get to record their interrupted trials
 def worker_command(args: argparse.Namespace, index: int) -> list[str]:
     cmd = [sys.executable, "-m", "dmisearch", "worker", str(args.study),
            "--worker-index", str(index), "--no-progress"]
+    for path in getattr(args, "plugin", None) or []:
+        cmd += ["--plugin", os.path.abspath(path)]
     for flag, value in (("--storage", args.storage), ("--n-trials", args.n_trials),
                         ("--timeout", args.timeout), ("--seed", args.seed)):
         if value is not None:

@@ -1,8 +1,10 @@
-"""Built-in input transforms: a fixed random rotation, a fixed permutation, a random shift.
+"""Built-in input transforms: a fixed random rotation, a fixed permutation, fixed random sign
+flips, a random shift and a random reflection.
 
-``rotate`` and ``permute`` are fixed maps of the flattened input chosen by their ``seed``
-(the same for every sample, train and test alike); ``shift`` draws a cyclic translation per
-sample from the generator it is given.
+``rotate``, ``permute`` and ``sign_flip`` are fixed orthogonal maps of the flattened input
+chosen by their ``seed`` (the same for every sample, train and test alike), and expose their
+matrix (``matrix(d)``); ``shift`` draws a cyclic translation per sample from the generator
+it is given, ``flip`` a spatial reflection.
 """
 
 from __future__ import annotations
@@ -53,9 +55,10 @@ class Rotate(Transform):
     def check(self) -> None:
         check_seed(self.seed)
 
-    def matrix(self, d: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The rotation Q (d x d) applied to flattened inputs of size ``d``."""
-        return _haar_orthogonal(int(self.seed), int(d)).to(dtype)
+    def matrix(self, d: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The rotation Q (d x d, float64 unless ``dtype``) applied to flattened inputs of
+        size ``d``."""
+        return _haar_orthogonal(int(self.seed), int(d)).to(dtype or torch.float64)
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, d = x.shape[0], math.prod(x.shape[1:])
@@ -91,6 +94,11 @@ class Permute(Transform):
         """Indices ``p`` with ``out_flat[:, i] = x_flat[:, p[i]]`` for inputs of size ``d``."""
         return _permutation(int(self.seed), int(d))
 
+    def matrix(self, d: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The permutation matrix P (d x d): ``P[i, p[i]] = 1``, so ``out_flat = x_flat @ P.T``."""
+        eye = torch.eye(int(d), dtype=dtype or torch.float64)
+        return eye[self.permutation(d)]
+
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, d = x.shape[0], math.prod(x.shape[1:])
         p = self.permutation(d).to(x.device)
@@ -101,6 +109,47 @@ class Permute(Transform):
         n, d = x.shape[0], math.prod(x.shape[1:])
         perm = torch.rand((n, d), generator=generator).argsort(dim=1).to(x.device)
         return torch.gather(x.reshape(n, d), 1, perm).reshape(x.shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _signs(seed: int, d: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(derive_seed(seed, "sign_flip", d))
+    return torch.randint(0, 2, (d,), generator=g, dtype=torch.float64) * 2.0 - 1.0
+
+
+@dataclasses.dataclass(kw_only=True)
+class SignFlip(Transform):
+    """A fixed random sign flip of each coordinate of the flattened input: x_i -> s_i x_i.
+
+    The signs ``s_i = +-1`` are drawn once from ``seed`` and the input size (the same for
+    every sample, train and test alike). A reflection of coordinate axes, orthogonal and a
+    signed permutation: FCNs trained by SGD or by Adam, and LCNs, are equivariant to it;
+    weight-sharing convolutions are not. (``flip`` is a spatial reflection.)
+    """
+
+    name = "sign_flip"
+    seed: int = 0  # chooses the signs (together with the flattened input size)
+
+    def check(self) -> None:
+        check_seed(self.seed)
+
+    def signs(self, d: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The ``d`` signs (+1 or -1) multiplying the flattened input's coordinates."""
+        return _signs(int(self.seed), int(d)).to(dtype or torch.float64)
+
+    def matrix(self, d: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The diagonal matrix of the signs."""
+        return torch.diag(self.signs(d, dtype))
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        d = math.prod(x.shape[1:])
+        return x * self.signs(d, x.dtype).to(x.device).reshape(x.shape[1:])
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Fresh random signs per sample and coordinate."""
+        s = torch.randint(0, 2, x.shape, generator=generator).to(device=x.device,
+                                                                   dtype=x.dtype)
+        return x * (2 * s - 1)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -205,3 +254,4 @@ def register_transforms(register):
     register(Permute)
     register(Shift)
     register(Flip)
+    register(SignFlip)
