@@ -130,6 +130,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(func=cmd_plugins)
+
+    new = sub.add_parser(
+        "new-plugin", parents=[common], help="scaffold a plugin package",
+        description="Write a plugin package dmisearch-NAME: pyproject.toml with the "
+                    "`dmisearch` entry point, one small working component per kind asked "
+                    "for (all four by default), a README, a study file using them, and "
+                    "tests built on the conformance kit (dmisearch.testing). It installs "
+                    "and passes its tests as generated. Tutorial: docs/plugins.md.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    new.add_argument("name", metavar="NAME",
+                     help="plugin name: lowercase letters, digits, '_' (module "
+                          "dmisearch_NAME, components NAME_...)")
+    new.add_argument("--kind", action="append",
+                     choices=["data", "transform", "architecture", "model", "algorithm"],
+                     help="component kind to include; repeatable (default: all four; "
+                          "model is short for architecture)")
+    new.add_argument("--dir", default=".", metavar="DIR",
+                     help="folder to create the package in (default: the current one)")
+    new.set_defaults(func=cmd_new_plugin)
     return parser
 
 
@@ -352,7 +372,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     } for kind in REGISTER_HOOKS for e in sorted(registry, key=lambda e: e.name)
         if e.kind == kind]
     plugins = [{"name": p.name, "package": p.package, "version": p.version, "origin": p.origin,
-                "status": p.status, "error": p.error} for p in registry.plugins]
+                "status": p.status, "error": p.error, "refused": list(p.refused)}
+               for p in registry.plugins]
     excluded = _excluded_pairings(registry)
     if args.json:
         print(json.dumps({"components": comps, "plugins": plugins, "excluded_pairings": [
@@ -377,12 +398,27 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     print("plugins:")
     for p in plugins:
         pkg = f"{p['package']} {p['version']}" if p["package"] else "(not packaged)"
-        line = f"  {p['name']}: {p['status']}, {pkg}, {p['origin']}"
+        status = p["status"]
+        if p["refused"]:
+            n = len(p["refused"])
+            status += f" ({n} class{'es' if n > 1 else ''} refused)"
+        line = f"  {p['name']}: {status}, {pkg}, {p['origin']}"
         if p["error"]:
             line += f"\n      {p['error']}"
+        for why in p["refused"]:
+            line += f"\n      refused: {why}"
         print(line)
     for problem in registry.problems:
         _err(f"dmisearch: warning: {problem}")
+    return 0
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from dmisearch.scaffold import scaffold
+
+    root = scaffold(args.name, args.kind or [], args.dir)
+    print(f"created {root}\nnext:\n  cd {root}\n  pip install -e \".[test]\"\n"
+          "  dmisearch plugins\n  python -m pytest\n  dmisearch run study.toml")
     return 0
 
 

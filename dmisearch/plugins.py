@@ -66,6 +66,7 @@ class PluginInfo:
     origin: str = ""
     status: str = "loaded"  # loaded | blocked | broken
     error: str | None = None
+    refused: tuple[str, ...] = ()  # why classes it registered were turned away
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,6 +404,8 @@ def load_registry(
                 why = class_problem(kind, cls)
                 if why is not None:
                     problems.append(f"plugin '{pname}' ({hook_name}): {why}")
+                    infos[pname] = dataclasses.replace(
+                        infos[pname], refused=(*infos[pname].refused, why))
                     continue
                 entry = Entry(kind, cls.name, cls, infos[pname])
                 key = (kind, cls.name)

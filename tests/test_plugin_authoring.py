@@ -329,3 +329,30 @@ def test_only_and_block_lists_reach_plugin_files_too(tmp_path, monkeypatch):
     reg = load_registry(files=[tmp_path / "ridge.py"])
     assert reg.names("algorithm") == ["ridge_local"]  # files are asked for explicitly
     assert reg.names("architecture") == []
+
+
+def test_refused_classes_are_listed_under_their_plugin(tmp_path, capsys):
+    (tmp_path / "nodefault.py").write_text(textwrap.dedent('''
+        import dmisearch
+
+        class NoDefault(dmisearch.Architecture):
+            """Width has no default."""
+            name = "no_default"
+
+            def __init__(self, width):
+                self.width = width
+
+            def build(self, input_shape, out_dim):
+                raise NotImplementedError
+
+        @dmisearch.hookimpl
+        def register_architectures(register):
+            register(NoDefault)
+    '''))
+    assert main(["plugins", "--plugin", str(tmp_path / "nodefault.py")]) == 0
+    out = capsys.readouterr().out
+    assert "nodefault: loaded (1 class refused), (not packaged), file" in out
+    assert "refused: " in out and "hyperparameter 'width' needs a default value" in out
+    assert main(["plugins", "--json", "--plugin", str(tmp_path / "nodefault.py")]) == 0
+    info = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert "'width' needs a default value" in info["nodefault"]["refused"][0]

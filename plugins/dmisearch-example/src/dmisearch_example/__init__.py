@@ -1,0 +1,1 @@
+"""dmisearch plugin example."""

@@ -1,0 +1,2 @@
+# Fixtures of the dmisearch conformance kit (register_plugin, plugin_registry).
+pytest_plugins = ["dmisearch.testing"]
