@@ -150,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--dir", default=".", metavar="DIR",
                      help="folder to create the package in (default: the current one)")
     new.set_defaults(func=cmd_new_plugin)
+
+    from dmisearch.probe import add_parser as add_probe_parser
+
+    add_probe_parser(sub, common)
     return parser
 
 

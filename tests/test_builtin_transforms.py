@@ -186,13 +186,13 @@ def test_plugin_manager_accepts_the_module():
 
     reg = load_registry(entry_points=False, plugins=[builtin_transforms])
     assert not reg.problems, reg.problems
-    assert set(reg.names("transform")) == {"rotate", "permute", "shift", "flip"}
+    assert set(reg.names("transform")) == {"rotate", "permute", "shift", "flip", "sign_flip"}
 
 
-def test_register_hook_registers_all_four():
+def test_register_hook_registers_all_five():
     got = []
     builtin_transforms.register_transforms(register=got.append)
-    assert [c.name for c in got] == ["rotate", "permute", "shift", "flip"]
+    assert [c.name for c in got] == ["rotate", "permute", "shift", "flip", "sign_flip"]
     assert all(c.summary() for c in got)
 
 

@@ -20,7 +20,8 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["plugins"], ["worker"], ["rerun"], ["report"]])
+@pytest.mark.parametrize("args", [[], ["run"], ["plugins"], ["worker"], ["rerun"], ["report"],
+                                  ["new-plugin"], ["probe"]])
 def test_every_command_has_help(args, capsys):
     with pytest.raises(SystemExit) as info:
         main([*args, "--help"])

@@ -17,6 +17,11 @@ from dmisearch.optim import FusedAdam, FusedSGD
 from dmisearch.space import Categorical, Float, Int
 from dmisearch.training import MinibatchAlgorithm
 
+#: Transforms acting on inputs by a fixed orthogonal matrix. Gradient steps (with momentum
+#: and weight decay, all linear in the gradient) commute with every orthogonal map of the
+#: weights, so SGD and GD keep the couplings of all three.
+ORTHOGONAL = frozenset({"rotate", "permute", "sign_flip"})
+
 _SHARED_SPACE = {
     "steps": Int(200, 3000, log=True),
     "batch_size": Categorical((32, 64, 128)),
@@ -36,6 +41,7 @@ class SGD(MinibatchAlgorithm):
     space = {"lr": Float(1e-3, 1.0, log=True), "momentum": Categorical((0.0, 0.9)),
              **_SHARED_SPACE}
     per_job = frozenset({"lr", "momentum", "weight_decay"})
+    symmetries = ORTHOGONAL
 
     def check(self) -> None:
         super().check()
@@ -66,6 +72,8 @@ class Adam(MinibatchAlgorithm):
 
     space = {"lr": Float(1e-4, 3e-2, log=True), **_SHARED_SPACE}
     per_job = frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"})
+    #: Coordinate-wise steps commute only with signed permutations of the weights.
+    symmetries = frozenset({"permute", "sign_flip"})
 
     def check(self) -> None:
         super().check()
@@ -109,6 +117,7 @@ class GD(MinibatchAlgorithm):
     batch_size: int = FULL_BATCH  # fixed: the whole training set at every step
     space = {"lr": Float(1e-2, 4.0, log=True), "steps": Int(100, 5000, log=True)}
     per_job = frozenset({"lr", "momentum", "weight_decay"})
+    symmetries = ORTHOGONAL
     momentum: float = 0.0  # heavy-ball momentum in [0, 1)
 
     def check(self) -> None:

@@ -16,10 +16,18 @@ cnn_gap     ``depth`` convolutions                                 global averag
 =========== ===================================================== ===================
 
 Inputs are ``(channels, length)`` or ``(channels, height, width)``; fcn takes any shape.
+
+Symmetries (``symmetries`` and ``couple``, checked by ``dmisearch probe --verify``): fcn
+couples under every orthogonal map of the flattened input (rotate, permute, sign_flip: the
+first layer's weights ``W -> W M^T``); lcn under sign flips of the coordinates (each
+position's filter taps flip with the input they see); cnn_gap with circular padding is
+invariant under cyclic shifts (identity coupling). The i.i.d. Gaussian initialisation keeps
+its distribution under each of these maps.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -28,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from dmisearch.components import Architecture, BatchedForward
+from dmisearch.components import Architecture, BatchedForward, Transform
 from dmisearch.hookspecs import hookimpl
 from dmisearch.space import Categorical, Int
 from dmisearch_builtins.layers import (
@@ -40,7 +48,10 @@ from dmisearch_builtins.layers import (
     Dense,
     GlobalAvgPool,
     LocalConv,
+    patches,
+    same_pad,
 )
+from dmisearch_builtins.transforms import Shift
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -139,6 +150,19 @@ class FCN(_Network):
     name = "fcn"
     width: int = 256  # hidden units
     space = {"depth": Int(1, 4), "width": Int(64, 1024, log=True)}
+    symmetries = frozenset({"rotate", "permute", "sign_flip"})
+
+    def couple(self, module: nn.Module, transform: Transform,
+               input_shape: tuple[int, ...]) -> nn.Module | None:
+        """Any orthogonal ``transform.matrix`` M: first layer ``W -> W M^T``."""
+        m = transform.matrix(math.prod(input_shape))
+        if m is None or not _is_orthogonal(m):
+            return None
+        out = copy.deepcopy(module)
+        first = next(c for c in out.children() if isinstance(c, Dense))
+        with torch.no_grad():
+            first.weight.copy_(first.weight @ m.to(first.weight.dtype).T)
+        return out
 
     def build(self, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
         layers: list[nn.Module] = [nn.Flatten()]
@@ -203,6 +227,26 @@ class LCN(_ConvNetwork):
     """Locally connected network: convolution-like receptive fields, unshared weights."""
 
     name = "lcn"
+    symmetries = frozenset({"sign_flip"})
+
+    def couple(self, module: nn.Module, transform: Transform,
+               input_shape: tuple[int, ...]) -> nn.Module | None:
+        """A ``transform.matrix`` that is diagonal with entries +-1: each first-layer tap
+        is multiplied by the sign of the input coordinate it sees."""
+        m = transform.matrix(math.prod(input_shape))
+        if m is None:
+            return None
+        signs = m.diagonal()
+        if not (torch.equal(m, torch.diag(signs)) and bool((signs.abs() == 1).all())):
+            return None
+        out = copy.deepcopy(module)
+        first = next(c for c in out.children() if isinstance(c, LocalConv))
+        img = signs.to(first.weight.dtype).reshape(1, *input_shape)
+        taps = patches(same_pad(img, first.k, first.nd, first.padding), first.k, first.nd)[0]
+        taps = torch.where(taps == 0, torch.ones_like(taps), taps)  # zero padding: no input
+        with torch.no_grad():
+            first.weight.mul_(taps.T[:, None, :])  # weight (P, c_out, j), taps (j, P)
+        return out
 
     def _filter(self, c_in: int, spatial: tuple[int, ...]) -> nn.Module:
         return LocalConv(c_in, self.width, self.filter_size, spatial, self.padding,
@@ -227,11 +271,27 @@ class CNNGAP(_ConvNetwork):
     """Convolutional network with global average pooling (cyclic-shift invariant if circular)."""
 
     name = "cnn_gap"
+    symmetries = frozenset({"shift"})
+
+    def couple(self, module: nn.Module, transform: Transform,
+               input_shape: tuple[int, ...]) -> nn.Module | None:
+        """Invariant under cyclic shifts when the padding is circular: the identity."""
+        if isinstance(transform, Shift) and self.padding == "circular":
+            return module
+        return None
 
     def build(self, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
         return nn.Sequential(
             *self._body(input_shape), GlobalAvgPool(), self._dense(self.width, out_dim)
         )
+
+
+def _is_orthogonal(m: torch.Tensor) -> bool:
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        return False
+    m = m.to(torch.float64)
+    eye = torch.eye(m.shape[0], dtype=torch.float64)
+    return bool(torch.allclose(m @ m.T, eye, rtol=0, atol=1e-10))
 
 
 FAMILIES: dict[str, type[_Network]] = {

@@ -54,6 +54,9 @@ class KernelRegression(Algorithm):
 
     kernel_kind: ClassVar[str]
     ridge: float = 1e-4  # lambda / mean(diag K(X, X))
+    #: Predictions depend on the data only through the kernel, which inherits every
+    #: orthogonal coupling of the architecture: K(gx, gx') = K(x, x').
+    symmetries = frozenset({"rotate", "permute", "sign_flip"})
 
     space = {"ridge": Float(1e-6, 1.0, log=True)}
 
