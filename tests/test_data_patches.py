@@ -247,3 +247,14 @@ def test_check_names_the_parameter(kw, text):
 def test_q_may_span_the_whole_input():
     p = make(shape=(1, 4, 4), q=4, target="local")
     assert check_split(p.sample(3, 3, seed=0), p.describe(), 3, 3) is None
+
+
+def test_single_target_depends_on_the_first_patch_only():
+    p = make(shape=(1, 12), target="single", q=3, degree=2)
+    x = gaussian(16, (1, 12), seed=5)
+    outside = x.clone()
+    outside[:, :, 3:] = gaussian(16, (1, 9), seed=6)  # every coordinate but the first patch
+    torch.testing.assert_close(f(p, outside), f(p, x), rtol=1e-6, atol=1e-6)
+    inside = x.clone()
+    inside[:, :, 1] += 1.0
+    assert float((f(p, inside) - f(p, x)).abs().max()) > 1e-2

@@ -8,7 +8,11 @@ locality and weight sharing buy (SCIENCE.md, "Data models"):
 * ``local``: ``f(x) = c * sum_p g_p(x_p)``, an independent random ``g_p`` per position:
   local, not invariant;
 * ``global``: ``f(x) = c * g(<w, x> / |w|)``, one random function of one random direction
-  of the whole flattened input: not local.
+  of the whole flattened input: not local;
+* ``single``: ``f(x) = c * g(x_0)``, one random function of the first patch only (the
+  first ``q`` positions): local, sparse in the input coordinates, not invariant. With
+  ``q = 1`` on a single channel it depends on one coordinate: aligned with the axes, which
+  coordinate-wise optimisers (Adam) can exploit and a fixed rotation hides.
 
 Patches are taken at every position with circular wrap-around (stride 1): in 1-D the patch at
 position ``i`` is ``x[:, i], x[:, i+1], ..., x[:, i+q-1]`` (indices mod ``L``, all channels);
@@ -29,7 +33,7 @@ from dmisearch.components import DataGenerator, DataInfo, Split
 from dmisearch.seeding import derive_seed
 from dmisearch_builtins.checks import check_count, check_noise, check_seed, check_shape, is_int
 
-TARGETS = ("local_invariant", "local", "global")
+TARGETS = ("local_invariant", "local", "global", "single")
 NONLINEARITIES = ("polynomial", "relu", "tanh")
 #: Highest polynomial degree: the Wick product below keeps 2**degree partial products.
 MAX_DEGREE = 8
@@ -143,6 +147,8 @@ def _raw(model: _Model, x: torch.Tensor) -> torch.Tensor:
         t = x.reshape(len(x), -1) @ model.w / model.w.norm()  # (n,), exactly N(0, 1)
         return _g(model, t[:, None, None])[:, 0]
     z = _patches(x, model.q)
+    if model.target == "single":
+        z = z[:, :1]  # the first patch only
     return _g(model, z).sum(dim=1) / math.sqrt(z.shape[1])
 
 
@@ -175,7 +181,7 @@ def _model(shape: tuple[int, ...], target: str, q: int, degree: int, nonlinearit
         w = torch.randn(math.prod(shape), generator=g, dtype=f64)
         n_funcs, dim = 1, 1
     else:
-        n_funcs = 1 if target == "local_invariant" else math.prod(shape[1:])
+        n_funcs = 1 if target in ("local_invariant", "single") else math.prod(shape[1:])
         dim = shape[0] * q ** (len(shape) - 1)
     units = degree if nonlinearity == "polynomial" else features
     a = torch.randn((n_funcs, units, dim), generator=g, dtype=f64)
@@ -207,7 +213,7 @@ def _model(shape: tuple[int, ...], target: str, q: int, degree: int, nonlinearit
 
 @dataclasses.dataclass(kw_only=True)
 class Patches(DataGenerator):
-    """Regression on Gaussian inputs with a local-invariant, local or global random target.
+    """Regression on Gaussian inputs with a local-invariant, local, global or single-patch target.
 
     Inputs ``x`` are N(0, I) of ``shape`` ``(C, L)`` or ``(C, H, W)``. With ``P`` patches
     ``x_p`` of ``q`` (1-D) or ``q x q`` (2-D) positions, all channels, taken at every position
@@ -216,7 +222,9 @@ class Patches(DataGenerator):
     * ``local_invariant``: ``f(x) = c / sqrt(P) * sum_p g(x_p)``, one ``g`` for all patches;
     * ``local``: ``f(x) = c / sqrt(P) * sum_p g_p(x_p)``, an independent ``g_p`` per patch;
     * ``global``: ``f(x) = c * g(<w, x> / |w|)`` with a Gaussian direction ``w`` over all
-      ``d = prod(shape)`` inputs (``<w, x> / |w|`` is exactly N(0, 1)); ``g`` takes one number.
+      ``d = prod(shape)`` inputs (``<w, x> / |w|`` is exactly N(0, 1)); ``g`` takes one number;
+    * ``single``: ``f(x) = c * g(x_0)``, the first patch only (sparse; with ``q = 1`` and
+      one channel, a function of the single coordinate ``x[0, 0]``).
 
     A random function ``g`` of ``z`` in R^dim (``dim = C*q`` or ``C*q*q``; 1 for global) is
 
@@ -241,7 +249,7 @@ class Patches(DataGenerator):
 
     name = "patches"
     shape: tuple[int, ...] = (1, 32)  # one input: (C, L) or (C, H, W)
-    target: str = "local_invariant"  # "local_invariant", "local" or "global" (see above)
+    target: str = "local_invariant"  # local_invariant, local, global or single (see above)
     q: int = 3  # patch size: q positions (1-D) or q x q (2-D), 1 <= q <= smallest extent
     degree: int = 2  # degree of the polynomial patch functions (1..8; polynomial only)
     nonlinearity: str = "polynomial"  # patch functions: "polynomial", "relu" or "tanh"

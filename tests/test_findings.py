@@ -1,0 +1,68 @@
+"""The paper's studies at a small budget reproduce the rankings docs/findings.md documents.
+
+One test per study of ``studies/paper``: it runs the study (and the study a comparison
+needs) in memory with fewer trials, then checks every claim marked ``tested`` against the
+verdict the full run recorded (``findings.DOCUMENTED``): a bootstrap over the curve seeds with
+fixed seeds, so the ranking is not noise.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmisearch.plugins import load_registry
+from dmisearch.runner import run_study
+from dmisearch.study_file import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "studies" / "paper"))
+import findings  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+STEMS = [s for g in findings.GROUPS for s in g.studies]
+NAMES = {s: findings.study_name(s) for s in STEMS}
+CLAIMS = [c for g in findings.GROUPS for c in g.claims if c.tested]
+_RUNS: dict = {}
+
+
+def small_run(stem: str):
+    """The study in memory with half its trials (kept for the session)."""
+    if stem not in _RUNS:
+        spec = load_study(findings.HERE / f"{stem}.toml", load_registry(), storage="memory")
+        import dataclasses
+
+        n = findings.TEST_TRIALS.get(stem, max(8, (spec.n_trials or 16) // 2))
+        spec = dataclasses.replace(spec, n_trials=n)
+        _RUNS[stem] = run_study(spec)
+    return _RUNS[stem]
+
+
+def owner(claim: findings.Claim) -> str:
+    """The study whose test checks ``claim``: the later of its two in STEMS."""
+    stems = [s for s in STEMS if NAMES[s] in (claim.study_a, claim.study_b)]
+    return max(stems, key=STEMS.index)
+
+
+def test_every_study_has_a_tested_claim_and_every_tested_claim_a_documented_verdict():
+    assert {owner(c) for c in CLAIMS} == set(STEMS)
+    for c in CLAIMS:
+        assert findings.DOCUMENTED.get(c.text) in ("agrees", "disagrees", "inconclusive"), c.text
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_small_budget_reproduces_the_documented_ranking(stem):
+    mine = [c for c in CLAIMS if owner(c) == stem]
+    results = {}
+    for c in mine:
+        for name in (c.study_a, c.study_b):
+            s = next(s for s in STEMS if NAMES[s] == name)
+            results[name] = small_run(s)
+    for c in mine:
+        verdict, evidence = c.check(results)
+        documented = findings.DOCUMENTED[c.text]
+        assert verdict == documented, (f"{c.text}: {verdict} ({evidence}); docs/findings.md "
+                                       f"documents {documented}")
