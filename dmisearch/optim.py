@@ -55,19 +55,23 @@ class FusedSGD(FusedOptimizer):
 
     @torch.no_grad()
     def step(self) -> None:
-        for i, p in enumerate(self.params):
-            d_p = p.grad
-            if self.use_wd:  # grad.add(param, alpha=wd)
-                d_p = d_p + self.wd[i] * p
-            if self.use_momentum:
-                buf = self.bufs[i]
-                if buf is None:  # torch: buf = clone(d_p) on the first step
-                    buf = self.bufs[i] = d_p.clone()
-                else:  # buf.mul_(momentum).add_(d_p, alpha=1)
-                    buf.mul_(self.momentum[i]).add_(d_p)
-                # momentum 0 leaves buf == d_p exactly, as torch's no-momentum path would
-                d_p = d_p + self.momentum[i] * buf if self.nesterov else buf
-            p.addcmul_(self.lr[i], d_p)  # param.add_(d_p, alpha=-lr)
+        # torch._foreach_* ops: the same arithmetic in the same order as the per-tensor
+        # code torch.optim runs, one C++ loop over the parameters instead of a Python one.
+        grads = [p.grad for p in self.params]
+        if self.use_wd:  # grad.add(param, alpha=wd)
+            grads = torch._foreach_add(grads, torch._foreach_mul(self.params, self.wd))
+        if self.use_momentum:
+            if self.bufs[0] is None:  # torch: buf = clone(d_p) on the first step
+                self.bufs = [g.clone() for g in grads]
+            else:  # buf.mul_(momentum).add_(d_p, alpha=1)
+                torch._foreach_mul_(self.bufs, self.momentum)
+                torch._foreach_add_(self.bufs, grads)
+            # momentum 0 leaves buf == d_p exactly, as torch's no-momentum path would
+            if self.nesterov:
+                grads = torch._foreach_add(grads, torch._foreach_mul(self.bufs, self.momentum))
+            else:
+                grads = self.bufs
+        torch._foreach_addcmul_(self.params, self.lr, grads)  # param.add_(d_p, alpha=-lr)
 
 
 class FusedAdam(FusedOptimizer):
@@ -96,24 +100,30 @@ class FusedAdam(FusedOptimizer):
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         dev = self.params[0].device if self.params else "cpu"
-        # per-step scalars, placed once: (steps, K) in each parameter's dtype
-        self._step_size = {p.dtype: self.neg_step_size.to(dev, p.dtype) for p in self.params}
-        self._bc2 = {p.dtype: self.bc2_sqrt.to(dev, p.dtype) for p in self.params}
+        # per-step scalars, placed once: (steps, K, 1, ...) shaped for each parameter
+        self._step_size = [self.neg_step_size.to(dev, p.dtype).reshape(
+            steps, -1, *([1] * (p.ndim - 1))) for p in self.params]
+        self._bc2 = [self.bc2_sqrt.to(dev, p.dtype).reshape(
+            steps, -1, *([1] * (p.ndim - 1))) for p in self.params]
         self.t = 0
 
     @torch.no_grad()
     def step(self) -> None:
+        # torch._foreach_* ops: the same arithmetic in the same order as the per-tensor
+        # code torch.optim runs, one C++ loop over the parameters instead of a Python one.
         t = self.t
         self.t += 1
-        for i, p in enumerate(self.params):
-            grad = p.grad
-            if self.use_wd:  # grad.add(param, alpha=wd)
-                grad = grad + self.wd[i] * p
-            self.exp_avg[i].lerp_(grad, self.one_minus_b1[i])
-            # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            self.exp_avg_sq[i].mul_(self.b2[i]).add_(self.one_minus_b2[i] * grad * grad)
-            shape = (-1,) + (1,) * (p.ndim - 1)
-            bc2 = self._bc2[p.dtype][t].reshape(shape)
-            step = self._step_size[p.dtype][t].reshape(shape)
-            denom = (self.exp_avg_sq[i].sqrt() / bc2).add_(self.eps[i])
-            p.add_(step * self.exp_avg[i] / denom)  # param.addcdiv_(exp_avg, denom, -step)
+        grads = [p.grad for p in self.params]
+        if self.use_wd:  # grad.add(param, alpha=wd)
+            grads = torch._foreach_add(grads, torch._foreach_mul(self.wd, self.params))
+        torch._foreach_lerp_(self.exp_avg, grads, self.one_minus_b1)
+        # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        torch._foreach_mul_(self.exp_avg_sq, self.b2)
+        torch._foreach_add_(self.exp_avg_sq, torch._foreach_mul(
+            torch._foreach_mul(self.one_minus_b2, grads), grads))
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, [b[t] for b in self._bc2])
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_mul([s[t] for s in self._step_size], self.exp_avg)
+        torch._foreach_div_(update, denom)
+        torch._foreach_add_(self.params, update)  # param.addcdiv_(exp_avg, denom, -step)
