@@ -966,10 +966,10 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser
     return p
 
 
-def _registry() -> Any:
+def _registry(args: argparse.Namespace | None = None) -> Any:
     from dmisearch.plugins import load_registry
 
-    return load_registry()
+    return load_registry(files=getattr(args, "plugin", None) or [])
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -1001,7 +1001,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     settings = Settings(n_train=args.n_train, n_test=args.n_test, seeds=args.seeds,
                         dtype=args.dtype, device=args.device, alpha=args.alpha,
                         tolerance=args.tolerance, data_seed=args.data_seed)
-    registry = _registry()
+    registry = _registry(args)
     for problem in registry.problems:
         print(f"dmisearch: warning: {problem}", file=sys.stderr)
     params = parse_overrides(args.param)

@@ -356,3 +356,27 @@ def test_refused_classes_are_listed_under_their_plugin(tmp_path, capsys):
     assert main(["plugins", "--json", "--plugin", str(tmp_path / "nodefault.py")]) == 0
     info = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
     assert "'width' needs a default value" in info["nodefault"]["refused"][0]
+
+
+def test_probe_loads_plugin_files_too(tmp_path, capsys):
+    (tmp_path / "linear.py").write_text(textwrap.dedent('''
+        import dataclasses, math
+        from torch import nn
+        import dmisearch
+
+        @dataclasses.dataclass(kw_only=True)
+        class Linear(dmisearch.Architecture):
+            """A linear readout of the flattened input."""
+            name = "linear_local"
+
+            def build(self, input_shape, out_dim):
+                return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), out_dim))
+
+        @dmisearch.hookimpl
+        def register_architectures(register):
+            register(Linear)
+    '''))
+    assert main(["probe", "--plugin", str(tmp_path / "linear.py"), "--model", "linear_local",
+                 "--algorithm", "sgd", "--group", "permute", "--seeds", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "linear_local / sgd under permute" in out and "verdict:" in out
