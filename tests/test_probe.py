@@ -443,7 +443,7 @@ def test_probe_all_prints_a_table(capsys):
 
 
 def test_probe_verify_exits_1_on_a_false_declaration(monkeypatch, liars, capsys):
-    monkeypatch.setattr(P, "_registry", lambda: liars)
+    monkeypatch.setattr(P, "_registry", lambda args=None: liars)
     assert main(["probe", "--verify", "--model", "fcn", "--algorithm", "adam_liar",
                  "--group", "rotate", *SMALL]) == 1
     out = capsys.readouterr().out
