@@ -238,7 +238,7 @@ def load_plugin_file(path: str | Path) -> Any:
                           f"{os.getcwd()!r}); give a path to a .py file of hook functions")
     p = p.resolve()
     digest = hashlib.sha1(str(p).encode()).hexdigest()[:8]
-    module_name = f"dmisearch_local_plugins.{p.stem}_{digest}"
+    module_name = f"dmisearch_local_plugin_{p.stem}_{digest}"  # top level: importable by name
     spec = importlib.util.spec_from_file_location(module_name, p)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -380,3 +380,12 @@ def test_probe_loads_plugin_files_too(tmp_path, capsys):
                  "--algorithm", "sgd", "--group", "permute", "--seeds", "4"]) == 0
     out = capsys.readouterr().out
     assert "linear_local / sgd under permute" in out and "verdict:" in out
+
+
+def test_components_of_a_plugin_file_pickle(tmp_path):
+    import pickle
+
+    (tmp_path / "ridge.py").write_text(PLUGIN_FILE)
+    cls = load_registry(files=[tmp_path / "ridge.py"]).get("algorithm", "ridge_local")
+    again = pickle.loads(pickle.dumps(cls(alpha=0.5)))
+    assert type(again) is cls and again.alpha == 0.5
