@@ -264,10 +264,7 @@ def registered(*plugins: object) -> Iterator[None]:
         yield
     finally:
         for obj in plugins:
-            for i in range(len(_TEMPORARY) - 1, -1, -1):
-                if _TEMPORARY[i] is obj:
-                    del _TEMPORARY[i]
-                    break
+            _TEMPORARY.remove(obj)
 
 
 def load_registry(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmisearch.errors import DmisearchError
+from dmisearch.hookspecs import REGISTER_HOOKS
 
 #: Command-line kind -> (component kind, module file, class suffix, name suffix).
 KINDS = {
@@ -23,8 +24,6 @@ KINDS = {
     "model": ("architecture", "models.py", "MLP", "mlp"),
     "algorithm": ("algorithm", "algorithms.py", "RMSprop", "rmsprop"),
 }
-HOOKS = {"data": "register_data_generators", "transform": "register_transforms",
-         "model": "register_architectures", "algorithm": "register_algorithms"}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 PYPROJECT = """\
@@ -328,11 +327,11 @@ def scaffold(name: str, kinds: Sequence[str], where: str | Path = ".") -> Path:
     files: dict[str, str] = {}
     imports, hooks, tests = [], [], [TEST_HEAD]
     for kind in kinds:
-        _, file, suffix, _ = KINDS[kind]
+        component_kind, file, suffix, _ = KINDS[kind]
         cls = f"{_camel(name)}{suffix}"
         files[f"src/{module}/{file}"] = fill(TEMPLATES[kind])
         imports.append(f"from {module}.{file[:-3]} import {cls}")
-        hooks.append(fill(HOOK, hook=HOOKS[kind], cls=cls))
+        hooks.append(fill(HOOK, hook=REGISTER_HOOKS[component_kind], cls=cls))
         tests.append(fill(TEST_CLASS, Cls=cls, Contract=CONTRACTS[kind], file=file[:-3],
                           small=SMALL[kind]))
     listing = "\n".join(f"- {fill(SUMMARIES[k])}" for k in kinds)

@@ -48,7 +48,6 @@ Module-level fixtures, for ``pytest_plugins = ["dmisearch.testing"]`` in a ``con
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -592,7 +591,7 @@ def _study_doc(
         data_doc["transforms"] = transforms
     model = model if model is not None else _default_model()
     algorithm = algorithm if algorithm is not None else _default_algorithm(type(model))
-    return copy.deepcopy({
+    return {
         "study": {"name": "conformance", "storage": "memory", "device": "cpu",
                   "dtype": "float64"},
         "data": data_doc,
@@ -603,5 +602,5 @@ def _study_doc(
             "space": {"model": {model.name: _entry(model)},
                       "algorithm": {algorithm.name: _entry(algorithm)}},
         },
-    })
+    }
 
