@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch.func import stack_module_state
 
 from dmisearch.components import Architecture, Job, Predictions, RunContext
+from dmisearch.optim import is_dense
 from dmisearch.training import (
     DEADLINE_EVERY,
     EVAL_CHUNK,
@@ -290,22 +291,12 @@ def _match_grad_layout(params: dict[str, torch.Tensor],
     out = {}
     for name, p in params.items():
         g = seen.get(name)
-        if g is None or g.stride() == p.stride() or not _dense(g):
+        if g is None or g.stride() == p.stride() or not is_dense(g):
             out[name] = p.detach().requires_grad_()
         else:
             q = torch.empty_strided(p.shape, g.stride(), dtype=p.dtype, device=p.device)
             out[name] = q.copy_(p.detach()).requires_grad_()
     return out
-
-
-def _dense(t: torch.Tensor) -> bool:
-    """Whether ``t`` fills its memory exactly, in some order of its dimensions."""
-    expected = 1
-    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda d: d[1]):
-        if size != 1 and stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def _job_losses(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

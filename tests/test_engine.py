@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from dmisearch import Architecture, engine
+from dmisearch import Architecture, engine, optim
 from dmisearch.components import Job, RunContext
 from dmisearch.training import MinibatchAlgorithm, train_one
 from dmisearch_builtins.algorithms import GD, SGD, Adam
@@ -58,11 +58,20 @@ ALGOS = [
 ]
 
 
+@pytest.fixture(params=["kernels", "foreach"])
+def optimizer_path(request, monkeypatch):
+    """Both update paths of ``dmisearch.optim``: torch's fused kernels (the default) and
+    the per-job ``_foreach`` arithmetic (forced by hiding the kernels)."""
+    if request.param == "foreach":
+        monkeypatch.setattr(optim.FusedOptimizer, "kernel", "no_such_kernel")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("nd", [1, 2])
 @pytest.mark.parametrize("arch", sorted(FAMILIES))
 @pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
-def test_every_builtin_matches_the_loop(arch, nd, dtype, algo):
+def test_every_builtin_matches_the_loop(arch, nd, dtype, algo, optimizer_path):
     task = "classification" if nd == 2 else "regression"
     ctx, x, y, x_test = problem(task, SHAPES[nd], dtype)
     model = FAMILIES[arch](width=4, depth=2, filter_size=3) if arch != "fcn" else (
@@ -72,7 +81,7 @@ def test_every_builtin_matches_the_loop(arch, nd, dtype, algo):
     assert_matches_loop([engine.Member(model, algo, j) for j in jobs], ctx)
 
 
-def test_ntk_parameterization_and_nesterov_match_the_loop():
+def test_ntk_parameterization_and_nesterov_match_the_loop(optimizer_path):
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
     model = FAMILIES["cnn_vec"](width=3, parameterization="ntk", sigma_b=0.3)
     algo = SGD(lr=0.5, momentum=0.9, nesterov=True, steps=10, batch_size=8)
@@ -86,7 +95,8 @@ def test_ntk_parameterization_and_nesterov_match_the_loop():
     (Adam, [{"lr": 1e-3}, {"lr": 3e-2, "beta1": 0.5, "beta2": 0.9, "eps": 1e-6},
             {"lr": 1e-2, "weight_decay": 1e-2}]),
 ])
-def test_jobs_of_different_trials_fuse_with_their_own_hyperparameters(cls, varied):
+def test_jobs_of_different_trials_fuse_with_their_own_hyperparameters(cls, varied,
+                                                                     optimizer_path):
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
     model = FAMILIES["fcn"](width=8)
     members = [engine.Member(model, cls(steps=15, batch_size=8, **hp), Job(x, y, x_test, i))

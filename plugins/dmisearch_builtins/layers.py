@@ -99,13 +99,50 @@ class Dense(_Affine):
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
 
+class _CircularPad(torch.autograd.Function):
+    """``F.pad(x, pads, mode="circular")`` with a folding backward pass.
+
+    Autograd's own backward of circular padding differentiates the slices and copies it is
+    made of: a zero-filled input-sized tensor per slice, then their sum. On small feature
+    maps that took a quarter of a convolutional network's training step on the CPU
+    (``benchmarks/RESULTS.md``). Here the gradient is the centre of the padded gradient with
+    each padded border added back onto the edge it was copied from: one copy and a few
+    small additions per axis.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
+        return F.pad(x, list(pads), mode="circular")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.pads = inputs[1]
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        pads = ctx.pads
+        for i in range(len(pads) // 2):  # pads run from the last axis backwards
+            dim, left, right = g.ndim - 1 - i, pads[2 * i], pads[2 * i + 1]
+            n = g.shape[dim] - left - right
+            core = g.narrow(dim, left, n).clone()
+            if left:  # the left border holds copies of the last `left` entries
+                core.narrow(dim, n - left, left).add_(g.narrow(dim, 0, left))
+            if right:  # the right border holds copies of the first `right` entries
+                core.narrow(dim, 0, right).add_(g.narrow(dim, left + n, right))
+            g = core
+        return g, None
+
+
 def same_pad(x: torch.Tensor, k: int, nd: int, padding: str) -> torch.Tensor:
     """Pad the last ``nd`` axes of ``x`` so a stride-1 filter of size ``k`` keeps them."""
     left = (k - 1) // 2
-    pads = [left, k - 1 - left] * nd
+    pads = (left, k - 1 - left) * nd
     if padding == "circular":
-        return F.pad(x, pads, mode="circular")
-    return F.pad(x, pads)
+        return _CircularPad.apply(x, pads) if x.requires_grad else F.pad(
+            x, list(pads), mode="circular")
+    return F.pad(x, list(pads))
 
 
 class Conv(_Affine):
@@ -160,19 +197,30 @@ class LocalConv(_Affine):
         self.k, self.nd, self.spatial, self.padding = k, nd, tuple(spatial), padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.scaled()
-        cols = patches(same_pad(x, self.k, self.nd, self.padding), self.k, self.nd)
-        y = torch.einsum("njp,poj->nop", cols, w) + b.T  # (n, c_out, P)
-        return y.reshape(x.shape[0], -1, *self.spatial)
+        return self.batched(self.weight[None], self.bias[None], x)
 
     def batched(self, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """K layers at once: weights (K, P, c_out, j), biases (K, P, c_out),
-        x (n, K * c_in, *s) -> (n, K * c_out, *s)."""
-        k, n = w.shape[0], x.shape[0]
-        cols = patches(same_pad(x, self.k, self.nd, self.padding), self.k, self.nd)
-        cols = cols.reshape(n, k, -1, cols.shape[-1])  # (n, K, j, P)
+        x (n, K * c_in, *s) -> (n, K * c_out, *s).
+
+        One batched matrix product over (job, position): each position's receptive fields
+        ``(n, j)`` times its filter ``(j, c_out)``. The fields are gathered straight into
+        that layout (one copy), rather than as image patches that a product would have to
+        transpose again.
+        """
+        k, n, nd = w.shape[0], x.shape[0], self.nd
+        xp = same_pad(x, self.k, nd, self.padding)
+        xp = xp.reshape(n, k, -1, *xp.shape[2:])  # (n, K, c_in, *s_padded)
+        for d in range(nd):
+            xp = xp.unfold(3 + d, self.k, 1)  # (n, K, c_in, *s, *taps)
+        spatial = tuple(range(3, 3 + nd))
+        taps = tuple(range(3 + nd, 3 + 2 * nd))
+        rows = k * w.shape[1]  # K * P
+        cols = xp.permute(1, *spatial, 0, 2, *taps).reshape(rows, n, -1)  # (K * P, n, j)
         w, b = self.scale(w, b)
-        y = torch.einsum("nkjp,kpoj->nkop", cols, w) + b.transpose(1, 2)  # (n, K, c_out, P)
+        y = torch.baddbmm(b.reshape(rows, 1, -1), cols,
+                          w.reshape(rows, *w.shape[2:]).transpose(1, 2))  # (K * P, n, c_out)
+        y = y.reshape(k, -1, n, y.shape[-1]).permute(2, 0, 3, 1)  # (n, K, c_out, P)
         return y.reshape(n, -1, *self.spatial)
 
 
