@@ -17,7 +17,15 @@ import torch
 from torch import nn
 
 from dmisearch_builtins.architectures import FAMILIES
-from dmisearch_builtins.layers import Conv, Dense, LocalConv
+from dmisearch_builtins.layers import (
+    FOURIER_MIN_SAVING,
+    Conv,
+    Dense,
+    LocalConv,
+    circular_conv_fourier,
+    fourier_saving,
+    same_pad,
+)
 
 CONV_FAMILIES = ("lcn", "cnn_vec", "cnn_gap")
 SHAPES = {1: (2, 7), 2: (2, 5, 6)}  # (C, L) and (C, H, W); H != W catches transposed axes
@@ -205,6 +213,60 @@ def test_conv_matches_reference(f64, nd, padding, k):
         warnings.simplefilter("ignore")  # torch notes that even "same" filters copy the input
         y_ref = ref(x)
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+
+
+FOURIER_CASES = [((7,), 3), ((8,), 4), ((10,), 1), ((5, 6), 3), ((8, 8), 5), ((6, 5), 2),
+                 ((3, 3), 3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("spatial,k", FOURIER_CASES)
+def test_fourier_form_is_the_circular_convolution(spatial, k, dtype):
+    """``circular_conv_fourier`` against K grouped direct convolutions: outputs and every
+    gradient, odd and even maps (the Nyquist frequency) and filters (the extra right tap)."""
+    nd, jobs, c_in, c_out = len(spatial), 3, 4, 5
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, jobs * c_in, *spatial, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(jobs, c_out, c_in, *[k] * nd, generator=g, dtype=dtype,
+                    requires_grad=True)
+    b = torch.randn(jobs, c_out, generator=g, dtype=dtype, requires_grad=True)
+    conv = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
+    direct = conv(same_pad(x, k, nd, "circular"), w.flatten(0, 1), b.flatten(), groups=jobs)
+    fourier = circular_conv_fourier(x, w, b, k)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert float((fourier - direct).detach().abs().max() / direct.detach().abs().max()) < tol
+    grad_out = torch.randn(direct.shape, generator=g, dtype=dtype)
+    for a, c in zip(torch.autograd.grad(direct, (x, w, b), grad_out),
+                    torch.autograd.grad(fourier, (x, w, b), grad_out), strict=True):
+        assert float((a - c).abs().max() / a.abs().max()) < tol
+
+
+def test_batched_conv_takes_the_fourier_form_where_it_saves_work(monkeypatch, f64):
+    import dmisearch_builtins.layers as layers
+
+    calls = []
+    real = layers.circular_conv_fourier
+    monkeypatch.setattr(layers, "circular_conv_fourier",
+                        lambda *a: calls.append(a[1].shape) or real(*a))
+    assert fourier_saving(32, 32, 5, (8, 8)) > 3 > fourier_saving(32, 32, 3, (8, 8)) > 1
+    assert fourier_saving(32, 32, 5, (28, 28)) < 1  # dense DFTs grow with the map squared
+    x = randn(4, 2 * 16, 8, 8, seed=3)
+    assert fourier_saving(16, 16, 5, (8, 8)) >= FOURIER_MIN_SAVING > fourier_saving(
+        16, 16, 3, (8, 8))
+    for padding, k, fourier in (("circular", 5, True), ("circular", 3, False),
+                                ("zeros", 5, False)):
+        calls.clear()
+        conv = Conv(16, 16, k, 2, padding, "standard", 1.3, 0.5)
+        w = torch.stack([conv.weight, 2 * conv.weight])
+        b = torch.stack([conv.bias, -conv.bias])
+        y = conv.batched(w, b, x)
+        assert bool(calls) == fourier, (padding, k)
+        assert fourier == (padding == "circular" and fourier_saving(16, 16, k, (8, 8))
+                           >= FOURIER_MIN_SAVING)
+        with torch.no_grad():  # job 1 is the same layer with doubled weights, negated bias
+            conv.weight.mul_(2)
+            conv.bias.neg_()
+        torch.testing.assert_close(y[:, 16:], conv(x[:, 16:]), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("nd,padding,k", CONV_CASES)

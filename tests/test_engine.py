@@ -81,6 +81,24 @@ def test_every_builtin_matches_the_loop(arch, nd, dtype, algo, optimizer_path):
     assert_matches_loop([engine.Member(model, algo, j) for j in jobs], ctx)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("arch", ["cnn_vec", "cnn_gap"])
+@pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
+def test_fourier_convolutions_match_the_loop(arch, dtype, algo, monkeypatch):
+    """16 -> 16 channels, 5 x 5 filters on 8 x 8 maps: the batched form convolves in the
+    Fourier domain (``layers.circular_conv_fourier``), the loop directly."""
+    import dmisearch_builtins.layers as layers
+
+    used = []
+    real = layers.circular_conv_fourier
+    monkeypatch.setattr(layers, "circular_conv_fourier", lambda *a: used.append(1) or real(*a))
+    ctx, x, y, x_test = problem("classification", (1, 8, 8), dtype)
+    model = FAMILIES[arch](width=16, depth=2, filter_size=5)
+    jobs = [Job(x[:n], y[:n], x_test, seed) for n in (8, 24) for seed in (0, 1)]
+    assert_matches_loop([engine.Member(model, algo, j) for j in jobs], ctx)
+    assert used
+
+
 def test_ntk_parameterization_and_nesterov_match_the_loop(optimizer_path):
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
     model = FAMILIES["cnn_vec"](width=3, parameterization="ntk", sigma_b=0.3)
