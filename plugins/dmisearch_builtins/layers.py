@@ -311,18 +311,20 @@ class LocalConv(_Affine):
 
         One batched matrix product over (job, position): each position's receptive fields
         ``(n, j)`` times its filter ``(j, c_out)``. The fields are gathered straight into
-        that layout (one copy), rather than as image patches that a product would have to
-        transpose again.
+        that layout (one copy, samples innermost so that it moves runs of n values),
+        rather than as image patches that a product would have to transpose again.
         """
         k, n, nd = w.shape[0], x.shape[0], self.nd
         xp = same_pad(x, self.k, nd, self.padding)
-        xp = xp.reshape(n, k, -1, *xp.shape[2:])  # (n, K, c_in, *s_padded)
+        # (n, K * c_in, *s_padded) -> (K, c_in, *s_padded, n) -> (K, c_in, *s, n, *taps)
+        xp = xp.reshape(n, k, -1, *xp.shape[2:]).permute(1, 2, *range(3, 3 + nd), 0)
         for d in range(nd):
-            xp = xp.unfold(3 + d, self.k, 1)  # (n, K, c_in, *s, *taps)
-        spatial = tuple(range(3, 3 + nd))
+            xp = xp.unfold(2 + d, self.k, 1)
+        spatial = tuple(range(2, 2 + nd))
         taps = tuple(range(3 + nd, 3 + 2 * nd))
         rows = k * w.shape[1]  # K * P
-        cols = xp.permute(1, *spatial, 0, 2, *taps).reshape(rows, n, -1)  # (K * P, n, j)
+        cols = xp.permute(0, *spatial, 1, *taps, 2 + nd).reshape(rows, -1, n)  # (K * P, j, n)
+        cols = cols.transpose(1, 2)  # (K * P, n, j)
         w, b = self.scale(w, b)
         y = torch.baddbmm(b.reshape(rows, 1, -1), cols,
                           w.reshape(rows, *w.shape[2:]).transpose(1, 2))  # (K * P, n, c_out)
