@@ -57,11 +57,21 @@ def is_dense(t: torch.Tensor) -> bool:
     return True
 
 
+def _memory_order(t: torch.Tensor) -> list[int]:
+    """Dimensions by decreasing stride: ``t.permute(order)`` is contiguous if ``t`` is dense."""
+    return sorted(range(t.ndim), key=lambda d: -t.stride(d))
+
+
 class FusedOptimizer:
     """Base: the ``zero_grad()`` / ``step()`` interface the engine drives.
 
     ``hyper`` holds each job's hyperparameters; jobs with equal values form one group of
-    the fused-kernel path (``groups``: the job indices of each, with its values).
+    the fused-kernel path (``groups``: the job indices of each, with its values). The
+    kernels walk memory in order, so they receive each job's slice as a contiguous view of
+    the same memory (dimensions permuted into memory order, identically for a parameter,
+    its gradient and its state). Always per job, even when all jobs share their values:
+    the kernels round a vector's tail differently from its body, so a whole stack would
+    make a job's bits depend on which jobs it was trained with.
     """
 
     kernel: str = ""  # name of torch's fused kernel in torch.ops.aten, if any
@@ -77,6 +87,7 @@ class FusedOptimizer:
         self.groups = [(dict(zip(names, key, strict=True)), idx) for key, idx in groups.items()]
         self.fused = (fused and bool(self.params) and hasattr(torch.ops.aten, self.kernel)
                       and all(_sliceable(p) for p in self.params))
+        self._views: dict[tuple[str, int], list[torch.Tensor]] = {}
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -87,18 +98,27 @@ class FusedOptimizer:
 
     def _fusable(self, grads: Sequence[torch.Tensor]) -> bool:
         """Gradients laid out like their parameters (autograd's layout contract), so the
-        kernels' slices line up element for element."""
+        kernels' views line up element for element."""
         return self.fused and all(g.stride() == p.stride()
                                   for g, p in zip(grads, self.params, strict=True))
 
-    @staticmethod
-    def _slices(tensors: Sequence[torch.Tensor], idx: Sequence[int]) -> list[torch.Tensor]:
-        """Jobs ``idx`` of every stacked tensor, as a flat list of views."""
+    def _group_views(self, tensors: Sequence[torch.Tensor], group: int) -> list[torch.Tensor]:
+        """Contiguous views of group ``group``'s jobs in every stacked tensor, in the memory
+        order of the parameters (the tensors have the parameters' strides)."""
         out = []
-        for t in tensors:
+        for t, p in zip(tensors, self.params, strict=True):
+            order = _memory_order(p[0])
             rows = t.unbind(0)
-            out += [rows[j] for j in idx]
+            out += [rows[j].permute(order) for j in self.groups[group][1]]
         return out
+
+    def _state_views(self, name: str, tensors: Sequence[torch.Tensor],
+                     group: int) -> list[torch.Tensor]:
+        """:meth:`_group_views` of tensors that live as long as the optimiser, made once."""
+        key = (name, group)
+        if key not in self._views:
+            self._views[key] = self._group_views(tensors, group)
+        return self._views[key]
 
 
 class FusedSGD(FusedOptimizer):
@@ -129,10 +149,10 @@ class FusedSGD(FusedOptimizer):
         first = self.bufs is None
         if first:  # the kernel's first step sets buf = d_p, as torch.optim does
             self.bufs = [torch.zeros_like(p) for p in self.params]
-        for h, idx in self.groups:
+        for g, (h, _) in enumerate(self.groups):
             torch._fused_sgd_(
-                self._slices(self.params, idx), self._slices(grads, idx),
-                self._slices(self.bufs, idx) if h["momentum"] != 0 else [],
+                self._state_views("params", self.params, g), self._group_views(grads, g),
+                self._state_views("bufs", self.bufs, g) if h["momentum"] != 0 else [],
                 weight_decay=h["weight_decay"], momentum=h["momentum"], lr=h["lr"],
                 dampening=0.0, nesterov=self.nesterov, maximize=False, is_first_step=first)
 
@@ -185,12 +205,13 @@ class FusedAdam(FusedOptimizer):
 
     def _fused_step(self, grads: list[torch.Tensor]) -> None:
         self.state_step.add_(1)
-        n = len(self.params)
-        for h, idx in self.groups:
+        for g, (h, _) in enumerate(self.groups):
+            params = self._state_views("params", self.params, g)
             torch._fused_adam_(
-                self._slices(self.params, idx), self._slices(grads, idx),
-                self._slices(self.exp_avg, idx), self._slices(self.exp_avg_sq, idx), [],
-                [self.state_step] * (n * len(idx)), lr=h["lr"], beta1=h["beta1"],
+                params, self._group_views(grads, g),
+                self._state_views("exp_avg", self.exp_avg, g),
+                self._state_views("exp_avg_sq", self.exp_avg_sq, g), [],
+                [self.state_step] * len(params), lr=h["lr"], beta1=h["beta1"],
                 beta2=h["beta2"], weight_decay=h["weight_decay"], eps=h["eps"],
                 amsgrad=False, maximize=False)
 

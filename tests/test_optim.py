@@ -64,11 +64,23 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+def _hyper(table: dict[str, list[float]], shared: bool) -> dict[str, torch.Tensor]:
+    """Per-job values, or job 0's for every job (one kernel group)."""
+    return {k: torch.tensor([v[0]] * K if shared else v, dtype=torch.float64)
+            for k, v in table.items()}
+
+
+def _expect_kernels(fused: bool, layout: str, shared: bool) -> bool:
+    # the kernels take per-job slices, which need the job axis outermost
+    return fused and layout != "job-inner"
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-job", "shared"])
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "job-inner"])
 @pytest.mark.parametrize("fused", [True, False], ids=["kernels", "foreach"])
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_sgd_matches_torch_optim_per_job(layout, fused, nesterov):
-    hyper = {k: torch.tensor(v, dtype=torch.float64) for k, v in SGD_HYPER.items()}
+def test_sgd_matches_torch_optim_per_job(layout, fused, nesterov, shared):
+    hyper = _hyper(SGD_HYPER, shared)
     if nesterov:
         hyper["momentum"] = torch.full((K,), 0.9, dtype=torch.float64)
     stacks = _stacks(layout)
@@ -76,16 +88,17 @@ def test_sgd_matches_torch_optim_per_job(layout, fused, nesterov):
         ps, lr=float(hyper["lr"][j]), momentum=float(hyper["momentum"][j]),
         weight_decay=float(hyper["weight_decay"][j]), nesterov=nesterov), stacks, 30)
     opt = FusedSGD(stacks, hyper, nesterov=nesterov, fused=fused)
-    assert opt.fused == (fused and layout != "job-inner")
+    assert opt.fused == _expect_kernels(fused, layout, shared)
     _fused(opt, stacks, 30)
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-job", "shared"])
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "job-inner"])
 @pytest.mark.parametrize("fused", [True, False], ids=["kernels", "foreach"])
-def test_adam_matches_torch_optim_per_job(layout, fused):
-    hyper = {k: torch.tensor(v, dtype=torch.float64) for k, v in ADAM_HYPER.items()}
+def test_adam_matches_torch_optim_per_job(layout, fused, shared):
+    hyper = _hyper(ADAM_HYPER, shared)
     stacks = _stacks(layout)
     ref = _reference(lambda j, ps: torch.optim.Adam(
         ps, lr=float(hyper["lr"][j]), betas=(float(hyper["beta1"][j]),
@@ -93,7 +106,7 @@ def test_adam_matches_torch_optim_per_job(layout, fused):
         eps=float(hyper["eps"][j]), weight_decay=float(hyper["weight_decay"][j])),
         stacks, 30)
     opt = FusedAdam(stacks, hyper, steps=30, fused=fused)
-    assert opt.fused == (fused and layout != "job-inner")
+    assert opt.fused == _expect_kernels(fused, layout, shared)
     _fused(opt, stacks, 30)
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12
