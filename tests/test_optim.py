@@ -139,3 +139,33 @@ def test_gradients_in_another_layout_take_the_foreach_path_for_that_step():
         opt.step()
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12
+
+
+@pytest.mark.parametrize("cls", [FusedSGD, FusedAdam])
+def test_a_device_without_the_kernels_falls_back_to_foreach(cls, monkeypatch):
+    """Where the kernel exists but the device has no implementation of it (dispatch raises
+    NotImplementedError before writing anything), the step runs the foreach path."""
+    def missing(*args, **kwargs):
+        raise NotImplementedError("Could not run 'aten::_fused_...' on this backend")
+
+    monkeypatch.setattr(torch, cls.kernel, missing)
+    if cls is FusedSGD:
+        hyper = _hyper(SGD_HYPER, shared=False)
+        make = lambda j, ps: torch.optim.SGD(  # noqa: E731
+            ps, lr=float(hyper["lr"][j]), momentum=float(hyper["momentum"][j]),
+            weight_decay=float(hyper["weight_decay"][j]))
+        opt = cls(_stacks("contiguous"), hyper)
+    else:
+        hyper = _hyper(ADAM_HYPER, shared=False)
+        make = lambda j, ps: torch.optim.Adam(  # noqa: E731
+            ps, lr=float(hyper["lr"][j]), betas=(float(hyper["beta1"][j]),
+                                                 float(hyper["beta2"][j])),
+            eps=float(hyper["eps"][j]), weight_decay=float(hyper["weight_decay"][j]))
+        opt = cls(_stacks("contiguous"), hyper, steps=10)
+    assert opt.fused
+    stacks = opt.params
+    ref = _reference(make, _stacks("contiguous"), 10)
+    _fused(opt, stacks, 10)
+    assert not opt.fused
+    for p, r in zip(stacks, ref, strict=True):
+        assert _rel(p, r) < 1e-12

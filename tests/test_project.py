@@ -53,4 +53,11 @@ def test_benchmark_scripts_run():
                           str(ROOT / "studies" / "quickstart.toml"), "--n-trials", "1",
                           "--batch", "1"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "speed-up (trials per hour)" in res.stdout
+    assert "speed-up of fused over loop, 1 trial at a time" in res.stdout
+    assert "speed-up of fused over loop, replayed fused trials" in res.stdout
+    assert "replayed objective values differ" in res.stdout
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_conv.py"),
+                          "--iters", "1", "--repeat", "1", "--batch", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("fourier") >= 5 and res.stdout.count("direct") >= 5

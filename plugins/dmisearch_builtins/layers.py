@@ -183,7 +183,7 @@ class Conv(_Affine):
 #: A circular convolution's Fourier form is used (CPU, fused engine) when the direct form
 #: needs at least this many times its multiply-adds (:func:`fourier_saving`). Measured
 #: side by side (``benchmarks/bench_conv.py``, 2-core Xeon, forward + backward, batch 32):
-#: every case with a saving >= 1 ran 1.0-2.4x faster in the Fourier form, while 3 x 3
+#: every case with a saving >= 1 ran 1.0-2.8x faster in the Fourier form, while 3 x 3
 #: filters with savings of 0.5-0.7 ran 0.5-0.9x as fast.
 FOURIER_MIN_SAVING = 1.0
 
