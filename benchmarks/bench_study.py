@@ -1,6 +1,6 @@
 """End-to-end study throughput: the fused engine with batched trials vs one model at a time.
 
-Runs a study file twice in one process, on in-memory Optuna storage:
+Runs a study file in one process, on in-memory Optuna storage, in up to three ways:
 
 * ``loop``: ``engine = "loop"``, ``trials_per_batch = 1``: each trial asked on its own and
   each of its networks trained by a plain PyTorch loop, one after another (what a plain
@@ -88,9 +88,10 @@ def replay(spec, study: optuna.Study) -> dict:
         objective.execute([plan])
         values.append(plan.value)
     wall = time.perf_counter() - t0
-    gap = max(abs(v - t.value) for v, t in zip(values, trials, strict=True))
+    gap = max((abs(v - t.value) for v, t in zip(values, trials, strict=True)), default=0.0)
     return {"wall": wall, "trials": len(trials), "per_hour": 3600 * len(trials) / wall,
-            "overhead": float("nan"), "best": min(values), "value_gap": gap}
+            "overhead": float("nan"), "best": min(values, default=float("nan")),
+            "value_gap": gap}
 
 
 def main() -> None:
@@ -125,7 +126,7 @@ def main() -> None:
         print(f"{label:28} {r['wall']:>8.1f} {r['per_hour']:>10.0f} {r['overhead']:>16.1%} "
               f"{r['best']:>8.3f}")
     for label, r in rows:
-        if r is not fused:
+        if r is not fused and r["per_hour"]:
             print(f"speed-up of fused over {label} (trials per hour): "
                   f"{fused['per_hour'] / r['per_hour']:.2f}x")
         if "value_gap" in r:
