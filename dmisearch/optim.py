@@ -88,6 +88,7 @@ class FusedOptimizer:
         self.groups = [(dict(zip(names, key, strict=True)), idx) for key, idx in groups.items()]
         self.fused = (fused and bool(self.params) and hasattr(torch.ops.aten, self.kernel)
                       and all(_sliceable(p) for p in self.params))
+        self._orders = [_memory_order(p[0]) for p in self.params] if self.fused else []
         self._views: dict[tuple[str, int], list[torch.Tensor]] = {}
 
     def zero_grad(self) -> None:
@@ -107,8 +108,7 @@ class FusedOptimizer:
         """Contiguous views of group ``group``'s jobs in every stacked tensor, in the memory
         order of the parameters (the tensors have the parameters' strides)."""
         out = []
-        for t, p in zip(tensors, self.params, strict=True):
-            order = _memory_order(p[0])
+        for t, order in zip(tensors, self._orders, strict=True):
             rows = t.unbind(0)
             out += [rows[j].permute(order) for j in self.groups[group][1]]
         return out
@@ -202,6 +202,7 @@ class FusedAdam(FusedOptimizer):
         self.state_step = torch.zeros((), dtype=torch.float32, device=dev)
         self.hyper = hyper
         self.steps = steps
+        self.use_wd = bool((hyper["weight_decay"] != 0).any())
         self._scalars: dict[str, list[torch.Tensor]] | None = None
 
     @torch.no_grad()
@@ -256,7 +257,7 @@ class FusedAdam(FusedOptimizer):
             self._scalars = self._foreach_scalars()
         c, t = self._scalars, self.t
         self.state_step.add_(1)  # kept in step with the fused path's counter
-        if bool((self.hyper["weight_decay"] != 0).any()):  # grad.add(param, alpha=wd)
+        if self.use_wd:  # grad.add(param, alpha=wd)
             grads = torch._foreach_add(grads, torch._foreach_mul(c["wd"], self.params))
         torch._foreach_lerp_(self.exp_avg, grads, c["one_minus_b1"])
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

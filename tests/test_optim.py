@@ -70,7 +70,7 @@ def _hyper(table: dict[str, list[float]], shared: bool) -> dict[str, torch.Tenso
             for k, v in table.items()}
 
 
-def _expect_kernels(fused: bool, layout: str, shared: bool) -> bool:
+def _expect_kernels(fused: bool, layout: str) -> bool:
     # the kernels take per-job slices, which need the job axis outermost
     return fused and layout != "job-inner"
 
@@ -88,7 +88,7 @@ def test_sgd_matches_torch_optim_per_job(layout, fused, nesterov, shared):
         ps, lr=float(hyper["lr"][j]), momentum=float(hyper["momentum"][j]),
         weight_decay=float(hyper["weight_decay"][j]), nesterov=nesterov), stacks, 30)
     opt = FusedSGD(stacks, hyper, nesterov=nesterov, fused=fused)
-    assert opt.fused == _expect_kernels(fused, layout, shared)
+    assert opt.fused == _expect_kernels(fused, layout)
     _fused(opt, stacks, 30)
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12
@@ -106,7 +106,7 @@ def test_adam_matches_torch_optim_per_job(layout, fused, shared):
         eps=float(hyper["eps"][j]), weight_decay=float(hyper["weight_decay"][j])),
         stacks, 30)
     opt = FusedAdam(stacks, hyper, steps=30, fused=fused)
-    assert opt.fused == _expect_kernels(fused, layout, shared)
+    assert opt.fused == _expect_kernels(fused, layout)
     _fused(opt, stacks, 30)
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12

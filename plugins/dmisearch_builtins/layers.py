@@ -188,6 +188,7 @@ class Conv(_Affine):
 FOURIER_MIN_SAVING = 1.0
 
 
+@functools.lru_cache(maxsize=256)  # asked at every training step
 def fourier_saving(c_in: int, c_out: int, k: int, spatial: tuple[int, ...]) -> float:
     """Multiply-adds per sample of a direct convolution over those of the Fourier form."""
     size = math.prod(spatial)
