@@ -335,6 +335,7 @@ class RunContext:
     out_dim: int
     input_shape: tuple[int, ...]
     fused: bool = True  # False: algorithms train one model at a time (study engine = "loop")
+    cuda_graphs: bool = True  # fused engine on CUDA: replay captured steps (engine.py)
 
 
 @dataclasses.dataclass(frozen=True)

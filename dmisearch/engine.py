@@ -34,14 +34,25 @@ one-job probe of peak memory; on the CPU, so that a chunk's saved activations st
 the caches, ``CPU_CHUNK_BYTES``), and a chunk that still runs out of memory is split in two
 and retried, down to single jobs, before the error reaches the trial.
 
-**Host syncs**: none in the step loop; losses are written into a device tensor, and
-divergence is checked once at the end.
+**Host syncs**: none in the step loop. The step number lives on the device (minibatch
+indices are gathered with it, losses written at it), so one step is the same sequence of
+kernels every time; divergence is checked once at the end.
+
+**CUDA graphs** (``RunContext.cuda_graphs``, the study's ``cuda_graphs``, on by default):
+on CUDA, after ``GRAPH_WARMUP`` eager steps on a side stream, one training step is
+captured and replayed for the remaining steps: the same kernels on the same memory, so
+results equal the eager engine's, without the per-step Python and launch costs that
+dominate small networks. Used where the optimiser declares itself capturable (``dmisearch
+.optim``'s, on their fused-kernel path) and no augmentation draws on the host; a capture
+that fails (an architecture that syncs with the host, say) warns once and the chunk goes on
+eagerly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,6 +79,10 @@ MEMORY_FRACTION = 0.7
 #: benchmarks/RESULTS.md); 8 MiB kept every built-in at or above the loop's speed.
 CPU_CHUNK_BYTES = 8 * 2**20
 CPU_MAX_CHUNK = 256
+#: CUDA graphs: eager steps before the capture (lazy initialisation, optimiser state), and
+#: the fewest replays that make a capture worth its cost.
+GRAPH_WARMUP = 3
+GRAPH_MIN_REPLAYS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,8 +249,10 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
         modules[0].train()
     aug = first.algo.augmentation
 
+    step_t = torch.zeros(1, dtype=torch.long, device=ctx.device)  # the step, on the device
+
     def job_losses(t: int) -> torch.Tensor:
-        idx = order[:, t]  # (K, batch)
+        idx = order.index_select(1, step_t).squeeze(1)  # (K, batch)
         xb = x_pool[xi[:, None], idx]  # (K, batch, *shape)
         if aug is not None:  # each job's draws from its own generator, as in the loop
             xb = torch.stack([aug.augment(xb[j], augment_generator(m.job.seed, t))
@@ -249,14 +266,24 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     opt = type(first.algo).fused_optimizer(list(params.values()), [m.algo for m in chunk],
                                            steps)
 
-    for t in range(steps):
-        if t % DEADLINE_EVERY == 0:
-            check_deadline()
+    def step(t: int) -> None:
+        """Step ``step_t`` (== ``t``); on the host, only ``t`` for augmentation draws."""
         loss = job_losses(t)
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
-        losses[t] = loss.detach()
+        losses.index_copy_(0, step_t, loss.detach()[None])
+        step_t.add_(1)
+
+    run = step
+    if (ctx.cuda_graphs and _graphs_supported(ctx.device) and aug is None
+            and steps >= GRAPH_WARMUP + GRAPH_MIN_REPLAYS):
+        run = _StepGraph(step, ctx.device, lambda: getattr(opt, "capturable", False))
+    for t in range(steps):
+        if t % DEADLINE_EVERY == 0:
+            check_deadline()
+        run(t)
+    del run  # a graph's memory pool goes with it
 
     modules[0].eval()  # the template: evaluation mode for predictions, as the loop does
     with torch.no_grad():
@@ -264,15 +291,73 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
         train_pred = _predict(forward, params, buffers, x_pool, xi)
         if f0_train is not None:
             test_pred, train_pred = test_pred - f0_test, train_pred - f0_train
-    preds = []
-    finite_loss = torch.isfinite(losses).all(0)
-    for j, m in enumerate(chunk):
-        test = test_pred[j, : len(m.job.x_test)]
-        train = train_pred[j, : m.job.size]
-        ok = finite_loss[j] & torch.isfinite(test).all() & torch.isfinite(train).all()
-        preds.append(Predictions(test=test, train=train, diverged=not bool(ok),
-                                 losses=losses[:, j]))
-    return preds
+    tests_ = [test_pred[j, : len(m.job.x_test)] for j, m in enumerate(chunk)]
+    trains = [train_pred[j, : m.job.size] for j, m in enumerate(chunk)]
+    finite = torch.isfinite(losses).all(0) & torch.stack(
+        [torch.isfinite(a).all() & torch.isfinite(b).all()
+         for a, b in zip(tests_, trains, strict=True)])
+    return [Predictions(test=a, train=b, diverged=not ok, losses=losses[:, j])
+            for j, (a, b, ok) in enumerate(zip(tests_, trains, finite.tolist(), strict=True))]
+
+
+def _graphs_supported(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+class _StepGraph:
+    """Runs a training step eagerly for ``GRAPH_WARMUP`` steps (on a side stream, as CUDA
+    graph capture wants), then captures it once and replays the capture.
+
+    The step must be a fixed sequence of device work: its step number read from the
+    device, no host syncs, no Python state that changes between steps. ``capturable``,
+    asked after the warm-up, says whether the optimiser's step is such (the optimiser's
+    ``capturable`` attribute); if not, or if the capture fails (a warning says why), the
+    remaining steps run eagerly.
+    """
+
+    failures: set[str] = set()  # reasons already warned about
+
+    def __init__(self, step: Callable[[int], None], device: torch.device,
+                 capturable: Callable[[], bool]):
+        self.step, self.device, self.capturable = step, device, capturable
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager = False
+        self.stream = torch.cuda.Stream(device)
+
+    def __call__(self, t: int) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.eager:
+            self.step(t)
+        elif t < GRAPH_WARMUP:
+            current = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(current)
+            with torch.cuda.stream(self.stream):
+                self.step(t)
+            current.wait_stream(self.stream)
+        elif not self.capturable():
+            self.eager = True
+            self.step(t)
+        else:
+            self._capture(t)
+
+    def _capture(self, t: int) -> None:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.step(t)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: go on eagerly
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if reason not in self.failures:
+                self.failures.add(reason)
+                warnings.warn(f"CUDA graph capture failed ({reason}); training this chunk "
+                              "eagerly. Set [study] cuda_graphs = false to skip the attempt.",
+                              RuntimeWarning, stacklevel=2)
+            self.eager = True
+            self.step(t)
+            return
+        self.graph = graph
+        graph.replay()  # the capture recorded step t without running it
 
 
 def _match_grad_layout(params: dict[str, torch.Tensor],

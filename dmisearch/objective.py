@@ -102,6 +102,7 @@ def make_context(spec: StudySpec) -> RunContext:
         out_dim=spec.info.out_dim,
         input_shape=tuple(spec.info.input_shape),
         fused=spec.engine == "fused",
+        cuda_graphs=spec.cuda_graphs,
     )
 
 

@@ -91,6 +91,12 @@ class FusedOptimizer:
         self._orders = [_memory_order(p[0]) for p in self.params] if self.fused else []
         self._views: dict[tuple[str, int], list[torch.Tensor]] = {}
 
+    @property
+    def capturable(self) -> bool:
+        """Whether a step may be captured in a CUDA graph and replayed: its work the same
+        every step, no host state read (``engine._StepGraph``)."""
+        return True
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
@@ -204,11 +210,18 @@ class FusedAdam(FusedOptimizer):
         self.steps = steps
         self.use_wd = bool((hyper["weight_decay"] != 0).any())
         self._scalars: dict[str, list[torch.Tensor]] | None = None
+        self.kernel_path = False  # whether the last step ran the fused kernel
+
+    @property
+    def capturable(self) -> bool:
+        # the foreach path reads this step's bias corrections by the host's step count
+        return self.kernel_path
 
     @torch.no_grad()
     def step(self) -> None:
         grads = self._grads()
-        if not self._fusable(grads) or not self._try_kernel(self._fused_step, grads):
+        self.kernel_path = self._fusable(grads) and self._try_kernel(self._fused_step, grads)
+        if not self.kernel_path:
             self._foreach_step(grads)
         self.t += 1
 

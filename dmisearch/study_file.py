@@ -44,8 +44,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SECTIONS: dict[str, set[str]] = {
-    "study": {"name", "storage", "device", "dtype", "engine", "tf32", "heartbeat_interval",
-              "grace_period", "plugins"},
+    "study": {"name", "storage", "device", "dtype", "engine", "tf32", "cuda_graphs",
+              "heartbeat_interval", "grace_period", "plugins"},
     "data": set(),  # free-form: generator parameters
     "curve": {"sizes", "seeds", "test_size"},
     "objective": {"name", "target", "metric"},
@@ -126,6 +126,7 @@ class StudySpec:
     dtype: str
     engine: str  # fused | loop
     tf32: bool  # allow TF32 matmuls and convolutions on CUDA (changes float32 results)
+    cuda_graphs: bool  # fused engine on CUDA: capture a step and replay it (same results)
     data: Composed
     data_entries: tuple[Entry, ...]  # the generator's, then each transform's registry entry
     info: DataInfo
@@ -298,6 +299,7 @@ def build_spec(
     if engine not in ENGINES:
         pb.add("study.engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
     tf32 = _typed(st, "tf32", bool, "study", pb, False)
+    cuda_graphs = _typed(st, "cuda_graphs", bool, "study", pb, True)
     heartbeat = _typed(st, "heartbeat_interval", (int, float), "study", pb, HEARTBEAT_INTERVAL)
     grace = _typed(st, "grace_period", (int, float), "study", pb, GRACE_PERIOD)
     if not heartbeat > 0:
@@ -347,7 +349,7 @@ def build_spec(
     assert data is not None and info is not None and grid is not None and objective
     return StudySpec(
         source=source, name=name, storage=storage, device=device, dtype=dtype, engine=engine,
-        tf32=tf32, data=data,
+        tf32=tf32, cuda_graphs=cuda_graphs, data=data,
         data_entries=data_entries, info=info, grid=grid, objective=objective, metric=metric,
         models=models, algorithms=algorithms, pairs=pairs, excluded=excluded, n_trials=n_trials,
         timeout=None if timeout is None else float(timeout), trials_per_batch=per_batch,

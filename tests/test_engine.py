@@ -2,12 +2,19 @@
 
 Tolerances (relative, max over a job's whole loss curve and test predictions): float64
 1e-10, float32 1e-5.
+
+The tests built on :func:`problem` run on ``DMISEARCH_TEST_DEVICE`` (default ``cpu``):
+``DMISEARCH_TEST_DEVICE=cuda pytest tests/test_engine.py`` checks the CUDA code paths
+(CUDA graphs included) against the loop on the same device; ``benchmarks/gpu_check.sh``
+does this on a GPU machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import warnings
 
 import pytest
 import torch
@@ -19,6 +26,10 @@ from dmisearch_builtins.algorithms import GD, SGD, Adam
 from dmisearch_builtins.architectures import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+DEVICE = torch.device(os.environ.get("DMISEARCH_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda":  # the float32 tolerance is for float32 arithmetic, not TF32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 SHAPES = {1: (2, 6), 2: (1, 5, 4)}
@@ -36,7 +47,8 @@ def problem(task: str, shape: tuple[int, ...], dtype: torch.dtype, n: int = 24, 
     y = (torch.randn(n, out_dim, generator=g, dtype=dtype) if task == "regression"
          else torch.randint(0, out_dim, (n,), generator=g))
     x_test = torch.randn(11, *shape, generator=g, dtype=dtype)
-    return RunContext(torch.device("cpu"), dtype, task, out_dim, shape), x, y, x_test
+    return (RunContext(DEVICE, dtype, task, out_dim, shape), x.to(DEVICE), y.to(DEVICE),
+            x_test.to(DEVICE))
 
 
 def assert_matches_loop(members, ctx, **kw):
@@ -63,7 +75,8 @@ def optimizer_path(request, monkeypatch):
     """Both update paths of ``dmisearch.optim``: torch's fused kernels (the default) and
     the per-job ``_foreach`` arithmetic (forced by hiding the kernels)."""
     if request.param == "foreach":
-        monkeypatch.setattr(optim.FusedOptimizer, "kernel", "no_such_kernel")
+        for cls in (optim.FusedSGD, optim.FusedAdam):
+            monkeypatch.setattr(cls, "kernel", "no_such_kernel")
     return request.param
 
 
@@ -304,3 +317,89 @@ def test_centred_training_matches_the_loop_and_starts_from_zero():
     (untrained,) = engine.train([engine.Member(model, GD(lr=1e-12, steps=1, center=True),
                                                Job(x, y, x_test, 0))], ctx)
     assert untrained.test.abs().max() < 1e-9  # f - f0 is zero at initialisation
+
+
+class ReplayedStep:
+    """Stands in for ``engine._StepGraph`` where there is no CUDA: eager warm-up steps, then
+    every later step replays the "captured" call, host arguments frozen at their capture
+    values, as a real graph would freeze them. A step that still depends on the host's
+    step number then trains on the wrong minibatches and fails the comparison."""
+
+    calls: list[str] = []
+
+    def __init__(self, step, device, capturable):
+        self.step, self.capturable, self.captured = step, capturable, None
+
+    def __call__(self, t):
+        if t < engine.GRAPH_WARMUP or (self.captured is None and not self.capturable()):
+            self.calls.append("eager")
+            self.step(t)
+            return
+        if self.captured is None:
+            self.captured = t
+            self.calls.append("capture")
+        self.calls.append("replay")
+        self.step(self.captured)
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
+@pytest.mark.parametrize("arch", ["fcn", "cnn_gap"])
+def test_a_replayed_step_matches_the_loop(arch, algo, optimizer_path, monkeypatch):
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    monkeypatch.setattr(engine, "_graphs_supported", lambda device: True)
+    monkeypatch.setattr(engine, "_StepGraph", ReplayedStep)
+    ReplayedStep.calls = []
+    model = FAMILIES[arch](width=4)
+    members = [engine.Member(model, algo, Job(x[:n], y[:n], x_test, s))
+               for n in (8, 24) for s in (0, 1)]
+    assert_matches_loop(members, ctx)
+    if algo.name == "adam" and optimizer_path == "foreach":
+        # its bias corrections are read by the host's step count: never captured
+        assert ReplayedStep.calls == ["eager"] * algo.steps
+    else:
+        assert ReplayedStep.calls == (["eager"] * engine.GRAPH_WARMUP + ["capture"]
+                                      + ["replay"] * (algo.steps - engine.GRAPH_WARMUP))
+
+
+def test_no_graph_for_augmentation_short_runs_or_when_switched_off(monkeypatch):
+    from dmisearch.components import augmented
+    from dmisearch_builtins import transforms
+
+    monkeypatch.setattr(engine, "_graphs_supported", lambda device: True)
+    monkeypatch.setattr(engine, "_StepGraph", ReplayedStep)
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    job = Job(x, y, x_test, 0)
+    short = SGD(steps=engine.GRAPH_WARMUP + engine.GRAPH_MIN_REPLAYS - 1, batch_size=8)
+    cases = [(ctx, short), (dataclasses.replace(ctx, cuda_graphs=False), ALGOS[0]),
+             (ctx, augmented(SGD, transforms.Shift())(steps=12, batch_size=8))]
+    for c, algo in cases:
+        ReplayedStep.calls = []
+        engine.train([engine.Member(FAMILIES["fcn"](width=4), algo, job)], c)
+        assert ReplayedStep.calls == [], algo
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
+@pytest.mark.parametrize("arch", sorted(FAMILIES))
+def test_cuda_graphs_repeat_the_eager_engine_bit_for_bit(arch, algo, dtype, monkeypatch):
+    """The captured step replays the eager step's kernels on the same memory: identical
+    results, and the graph really ran."""
+    ctx, x, y, x_test = problem("classification", SHAPES[2], dtype)
+    ctx = dataclasses.replace(ctx, device=torch.device("cuda"))
+    x, y, x_test = x.cuda(), y.cuda(), x_test.cuda()
+    model = FAMILIES[arch](width=4, depth=2, filter_size=3) if arch != "fcn" else (
+        FAMILIES[arch](width=16, depth=2))
+    members = [engine.Member(model, algo, Job(x[:n], y[:n], x_test, s))
+               for n in (8, 24) for s in (0, 1)]
+    replays = []
+    real = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay",
+                        lambda self: replays.append(1) or real(self))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns
+        graphed = engine.train(members, ctx)
+    assert len(replays) == algo.steps - engine.GRAPH_WARMUP
+    eager = engine.train(members, dataclasses.replace(ctx, cuda_graphs=False))
+    for a, b in zip(graphed, eager, strict=True):
+        assert torch.equal(a.losses, b.losses) and torch.equal(a.test, b.test)
