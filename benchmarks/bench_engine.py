@@ -9,18 +9,21 @@ order) are trained for STEPS steps of SGD with momentum on a regression task, by
 
 Both include building the models and predicting the test set, so the rates are what a trial
 sees; each is the median of ``--repeat`` runs. The loop's rate does not depend on K; it is
-measured on min(K, LOOP_MODELS) models.
+measured once per architecture, on LOOP_MODELS models. On CUDA the fused engine runs twice,
+eagerly and with its training step captured in a CUDA graph (the default; ``engine.py``).
 
     python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 100]
-        [--repeat 3] [--preset gpu|cpu] [--tf32]
+        [--repeat 3] [--preset gpu|cpu] [--tf32] [--archs fcn,cnn_gap]
 
-Prints one row per (architecture, K): model-steps/s for both and their ratio, and the fused
-program's achieved TFLOP/s (forward + backward, 3x the forward's multiply-adds x 2).
+Prints one row per (architecture, K): model-steps/s of each, the ratio of the fused engine's
+default (graphs on CUDA) to the loop, and its achieved TFLOP/s (forward + backward, 3x the
+forward's multiply-adds x 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import time
@@ -77,8 +80,8 @@ def timed(fn, device: torch.device, repeat: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
-        repeat: int) -> dict:
+def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.device):
+    """K members of one architecture, and the fused program's FLOPs per model-step."""
     shape = (1, preset["length"])
     width = {"fcn": preset["fcn_width"], "lcn": preset["lcn_width"]}.get(
         arch_name, preset["conv_width"])
@@ -91,17 +94,31 @@ def run(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
                 torch.randn(n, 1, generator=g).to(device),
                 torch.randn(256, *shape, generator=g).to(device), seed) for seed in range(k)]
     flops = 3 * forward_flops(model.build(shape, 1), shape) * preset["batch"]
+    return [engine.Member(model, algo, j) for j in jobs], ctx, flops
 
-    members = [engine.Member(model, algo, j) for j in jobs]
-    engine.train(members[:2], ctx)  # warm-up
-    fused = k * steps / timed(lambda: engine.train(members, ctx), device, repeat)
 
-    m = min(k, LOOP_MODELS)
-    train_one(algo, model, jobs[0], ctx)  # warm-up
-    loop = m * steps / timed(lambda: [train_one(algo, model, j, ctx) for j in jobs[:m]],
-                             device, repeat)
-    return {"loop": loop, "fused": fused, "ratio": fused / loop,
-            "tflops": fused * flops / 1e12}
+def loop_rate(arch_name: str, steps: int, preset: dict, device: torch.device,
+              repeat: int) -> float:
+    members, ctx, _ = workload(arch_name, LOOP_MODELS, steps, preset, device)
+    m = members[0]
+    train_one(m.algo, m.model, m.job, ctx)  # warm-up
+    return LOOP_MODELS * steps / timed(
+        lambda: [train_one(m.algo, m.model, m.job, ctx) for m in members], device, repeat)
+
+
+def fused_rates(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
+                repeat: int) -> dict[str, float]:
+    """Model-steps/s of the engine: ``fused`` (its default) and, on CUDA, ``eager``."""
+    members, ctx, flops = workload(arch_name, k, steps, preset, device)
+    modes = {"fused": ctx}
+    if device.type == "cuda":
+        modes["eager"] = dataclasses.replace(ctx, cuda_graphs=False)
+    out = {}
+    for mode, c in modes.items():
+        engine.train(members[:2], c)  # warm-up
+        out[mode] = k * steps / timed(lambda c=c: engine.train(members, c), device, repeat)
+    out["tflops"] = out["fused"] * flops / 1e12
+    return out
 
 
 def main() -> None:
@@ -122,13 +139,18 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     print(f"# device: {device} ({name}); torch {torch.__version__}; preset {preset_name} "
           f"{preset}; steps {args.steps}; float32{' + tf32' if args.tf32 else ''}")
-    print(f"{'arch':8} {'K':>5} {'loop':>10} {'fused':>10} {'ratio':>7} {'TFLOP/s':>8}"
-          "   (model-steps/s)")
+    cuda = device.type == "cuda"
+    print(f"{'arch':8} {'K':>5} {'loop':>10} {'fused':>10}"
+          + (f" {'eager':>10}" if cuda else "") + f" {'ratio':>7} {'TFLOP/s':>8}"
+          "   (model-steps/s" + ("; fused: CUDA graphs, eager: without" if cuda else "")
+          + ")")
     for arch in args.archs.split(","):
+        loop = loop_rate(arch, args.steps, preset, device, args.repeat)
         for k in (int(x) for x in args.ks.split(",")):
-            r = run(arch, k, args.steps, preset, device, args.repeat)
-            print(f"{arch:8} {k:>5} {r['loop']:>10.0f} {r['fused']:>10.0f} "
-                  f"{r['ratio']:>6.1f}x {r['tflops']:>8.3f}", flush=True)
+            r = fused_rates(arch, k, args.steps, preset, device, args.repeat)
+            print(f"{arch:8} {k:>5} {loop:>10.0f} {r['fused']:>10.0f}"
+                  + (f" {r['eager']:>10.0f}" if cuda else "")
+                  + f" {r['fused'] / loop:>6.1f}x {r['tflops']:>8.3f}", flush=True)
 
 
 if __name__ == "__main__":
