@@ -9,14 +9,16 @@ order) are trained for STEPS steps of SGD with momentum on a regression task, by
 
 Both include building the models and predicting the test set, so the rates are what a trial
 sees; each is the median of ``--repeat`` runs. The loop's rate does not depend on K; it is
-measured once per architecture, on LOOP_MODELS models. On CUDA the fused engine runs twice,
+measured once per architecture, on ``--loop-models`` models. On CUDA the fused engine runs twice,
 eagerly and with its training step captured in a CUDA graph (the default; ``engine.py``).
 
     python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 100]
         [--repeat 3] [--preset gpu|cpu] [--tf32] [--archs fcn,cnn_gap]
 
-Prints one row per (architecture, K): model-steps/s of each, the ratio of the fused engine's
-default (graphs on CUDA) to the loop, and its achieved TFLOP/s (forward + backward, 3x the
+Prints one row per (architecture, K): model-steps/s of whole runs (what a trial sees) and
+per training step (the time ``--steps`` steps take beyond ``--steps // 5``: building the
+models and predicting cancel out, as in the anchors' step loops), the fused engine's ratio
+to the loop for each, and its achieved TFLOP/s per step (forward + backward: 3x the
 forward's multiply-adds x 2).
 """
 
@@ -45,6 +47,7 @@ PRESETS = {
             "lcn_width": 8},
 }
 LOOP_MODELS = 8
+SHORT = 5  # per-step rates: runs of steps and of steps // SHORT
 
 
 def forward_flops(module: torch.nn.Module, shape: tuple[int, ...]) -> int:
@@ -97,27 +100,43 @@ def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.dev
     return [engine.Member(model, algo, j) for j in jobs], ctx, flops
 
 
-def loop_rate(arch_name: str, steps: int, preset: dict, device: torch.device,
-              repeat: int) -> float:
-    members, ctx, _ = workload(arch_name, LOOP_MODELS, steps, preset, device)
-    m = members[0]
-    train_one(m.algo, m.model, m.job, ctx)  # warm-up
-    return LOOP_MODELS * steps / timed(
-        lambda: [train_one(m.algo, m.model, m.job, ctx) for m in members], device, repeat)
+def with_steps(members: list, steps: int) -> list:
+    return [dataclasses.replace(m, algo=dataclasses.replace(m.algo, steps=steps))
+            for m in members]
+
+
+def rates(run, members: list, steps: int, device: torch.device, repeat: int
+          ) -> tuple[float, float]:
+    """Model-steps/s of ``run(members)``: whole runs of ``steps`` steps, and per step, from
+    the time ``steps`` take beyond ``steps // SHORT`` (set-up and predictions cancel)."""
+    k = len(members)
+    run(members[:2])  # warm-up
+    whole = timed(lambda: run(members), device, repeat)
+    short = with_steps(members, max(1, steps // SHORT))
+    part = timed(lambda: run(short), device, repeat)
+    steps_short = short[0].algo.steps
+    return k * steps / whole, k * (steps - steps_short) / max(whole - part, 1e-9)
+
+
+def loop_rates(arch_name: str, steps: int, preset: dict, device: torch.device,
+               repeat: int, models: int = LOOP_MODELS) -> tuple[float, float]:
+    members, ctx, _ = workload(arch_name, models, steps, preset, device)
+    return rates(lambda ms: [train_one(m.algo, m.model, m.job, ctx) for m in ms], members,
+                 steps, device, repeat)
 
 
 def fused_rates(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
                 repeat: int) -> dict[str, float]:
-    """Model-steps/s of the engine: ``fused`` (its default) and, on CUDA, ``eager``."""
+    """Model-steps/s of the engine's default (``fused``, ``fused_step``: whole runs, per
+    step) and, on CUDA, of whole runs without CUDA graphs (``eager``)."""
     members, ctx, flops = workload(arch_name, k, steps, preset, device)
-    modes = {"fused": ctx}
-    if device.type == "cuda":
-        modes["eager"] = dataclasses.replace(ctx, cuda_graphs=False)
     out = {}
-    for mode, c in modes.items():
-        engine.train(members[:2], c)  # warm-up
-        out[mode] = k * steps / timed(lambda c=c: engine.train(members, c), device, repeat)
-    out["tflops"] = out["fused"] * flops / 1e12
+    out["fused"], out["fused_step"] = rates(lambda ms: engine.train(ms, ctx), members, steps,
+                                            device, repeat)
+    if device.type == "cuda":
+        eager = dataclasses.replace(ctx, cuda_graphs=False)
+        out["eager"] = k * steps / timed(lambda: engine.train(members, eager), device, repeat)
+    out["tflops"] = out["fused_step"] * flops / 1e12
     return out
 
 
@@ -129,6 +148,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="median of this many runs")
     ap.add_argument("--preset", choices=PRESETS, default=None)
     ap.add_argument("--archs", default=",".join(FAMILIES))
+    ap.add_argument("--loop-models", type=int, default=LOOP_MODELS,
+                    help="models the loop's rate is measured on")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -140,18 +161,21 @@ def main() -> None:
     print(f"# device: {device} ({name}); torch {torch.__version__}; preset {preset_name} "
           f"{preset}; steps {args.steps}; float32{' + tf32' if args.tf32 else ''}")
     cuda = device.type == "cuda"
-    print(f"{'arch':8} {'K':>5} {'loop':>10} {'fused':>10}"
-          + (f" {'eager':>10}" if cuda else "") + f" {'ratio':>7} {'TFLOP/s':>8}"
-          "   (model-steps/s" + ("; fused: CUDA graphs, eager: without" if cuda else "")
-          + ")")
+    print(f"{'':14} {'whole runs (build, train, predict)':^{43 if cuda else 32}}   "
+          f"{'per training step':^35}")
+    print(f"{'arch':8} {'K':>5} {'loop':>10} {'fused':>10}" + (f" {'eager':>10}" if cuda else "")
+          + f" {'ratio':>8}   {'loop':>10} {'fused':>10} {'ratio':>8} {'TFLOP/s':>8}")
     for arch in args.archs.split(","):
-        loop = loop_rate(arch, args.steps, preset, device, args.repeat)
+        loop, loop_step = loop_rates(arch, args.steps, preset, device, args.repeat,
+                                     args.loop_models)
         for k in (int(x) for x in args.ks.split(",")):
             r = fused_rates(arch, k, args.steps, preset, device, args.repeat)
             print(f"{arch:8} {k:>5} {loop:>10.0f} {r['fused']:>10.0f}"
                   + (f" {r['eager']:>10.0f}" if cuda else "")
-                  + f" {r['fused'] / loop:>6.1f}x {r['tflops']:>8.3f}", flush=True)
-
+                  + f" {r['fused'] / loop:>7.1f}x   {loop_step:>10.0f} {r['fused_step']:>10.0f}"
+                  f" {r['fused_step'] / loop_step:>7.1f}x {r['tflops']:>8.3f}", flush=True)
+    print("(model-steps/s; fused: the engine's default" + (", with CUDA graphs; eager: without"
+                                                          if cuda else "") + ")")
 
 if __name__ == "__main__":
     main()

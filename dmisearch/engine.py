@@ -224,9 +224,14 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     k = len(chunk)
     first = chunk[0]
     steps, batch = first.steps, first.batch
-    modules = [build_module(m.model, m.job.seed, ctx) for m in chunk]
+    # built and stacked on the CPU, then one copy per stacked tensor to the device (not
+    # one per job and tensor); the values are those the loop's build_module gives
+    cpu = dataclasses.replace(ctx, device=torch.device("cpu"))
+    modules = [build_module(m.model, m.job.seed, cpu) for m in chunk]
     stacked, buffers = stack_module_state(modules)
-    params = {n: p.detach().requires_grad_() for n, p in stacked.items()}
+    params = {n: p.detach().to(ctx.device).requires_grad_() for n, p in stacked.items()}
+    buffers = {n: b.to(ctx.device) for n, b in buffers.items()}
+    modules[0].to(ctx.device)  # the template of the batched forward
     forward = first.model.forward_batched(modules[0])
 
     xs = _Pools([m.job.x_train for m in chunk])

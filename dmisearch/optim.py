@@ -170,7 +170,8 @@ class FusedSGD(FusedOptimizer):
                 self._state_views("params", self.params, g), self._group_views(grads, g),
                 self._state_views("bufs", self.bufs, g) if h["momentum"] != 0 else [],
                 weight_decay=h["weight_decay"], momentum=h["momentum"], lr=h["lr"],
-                dampening=0.0, nesterov=self.nesterov, maximize=False, is_first_step=first)
+                dampening=0.0, nesterov=self.nesterov, maximize=False,
+                is_first_step=first and h["momentum"] != 0)
 
     def _foreach_step(self, grads: list[torch.Tensor]) -> None:
         # the same arithmetic in the same order as the per-tensor code torch.optim runs

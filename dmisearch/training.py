@@ -159,7 +159,9 @@ class MinibatchAlgorithm(Algorithm):
 def build_module(model: Architecture, seed: int, ctx: RunContext) -> torch.nn.Module:
     """The job's freshly initialised module on ``ctx.device`` in ``ctx.dtype``."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
+        # the CPU generator only: torch.manual_seed would also reseed (or, before CUDA
+        # starts, queue a reseed of) every CUDA generator, which fork_rng does not restore
+        torch.default_generator.manual_seed(derive_seed(seed, "init"))
         module = model.build(ctx.input_shape, ctx.out_dim)
     return module.to(device=ctx.device, dtype=ctx.dtype)
 

@@ -19,10 +19,13 @@ from torch import nn
 from dmisearch_builtins.architectures import FAMILIES
 from dmisearch_builtins.layers import (
     FOURIER_MIN_SAVING,
+    PADDINGS,
     Conv,
     Dense,
     LocalConv,
+    bmm_pays,
     circular_conv_fourier,
+    conv_bmm,
     fourier_saving,
     same_pad,
 )
@@ -239,6 +242,39 @@ def test_fourier_form_is_the_circular_convolution(spatial, k, dtype):
     for a, c in zip(torch.autograd.grad(direct, (x, w, b), grad_out),
                     torch.autograd.grad(fourier, (x, w, b), grad_out), strict=True):
         assert float((a - c).abs().max() / a.abs().max()) < tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("spatial,k", [((7,), 3), ((8,), 4), ((10,), 1), ((5, 6), 3),
+                                       ((6, 5), 2)])
+def test_batched_matmul_form_is_the_grouped_convolution(spatial, k, padding, dtype):
+    """``conv_bmm`` against K grouped direct convolutions: outputs and every gradient."""
+    nd, jobs, c_in, c_out = len(spatial), 3, 4, 5
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, jobs * c_in, *spatial, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(jobs, c_out, c_in, *[k] * nd, generator=g, dtype=dtype,
+                    requires_grad=True)
+    b = torch.randn(jobs, c_out, generator=g, dtype=dtype, requires_grad=True)
+    conv = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
+    xp = same_pad(x, k, nd, padding)
+    direct = conv(xp, w.flatten(0, 1), b.flatten(), groups=jobs)
+    bmm = conv_bmm(xp, w, b, k)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert bmm.shape == direct.shape
+    assert float((bmm - direct).detach().abs().max() / direct.detach().abs().max()) < tol
+    grad_out = torch.randn(direct.shape, generator=g, dtype=dtype)
+    for a, c in zip(torch.autograd.grad(direct, (x, w, b), grad_out),
+                    torch.autograd.grad(bmm, (x, w, b), grad_out), strict=True):
+        assert float((a - c).abs().max() / a.abs().max()) < tol
+
+
+def test_batched_matmul_form_is_for_1d_cuda_without_tf32(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert bmm_pays(cuda, 1) and not bmm_pays(cuda, 2) and not bmm_pays(cpu, 1)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert not bmm_pays(cuda, 1)
 
 
 def test_batched_conv_takes_the_fourier_form_where_it_saves_work(monkeypatch, f64):

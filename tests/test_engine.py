@@ -109,6 +109,25 @@ def test_fourier_convolutions_match_the_loop(arch, dtype, algo, monkeypatch):
     model = FAMILIES[arch](width=16, depth=2, filter_size=5)
     jobs = [Job(x[:n], y[:n], x_test, seed) for n in (8, 24) for seed in (0, 1)]
     assert_matches_loop([engine.Member(model, algo, j) for j in jobs], ctx)
+    assert bool(used) == (DEVICE.type == "cpu")  # the Fourier form is for the CPU
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("nd", [1, 2])
+@pytest.mark.parametrize("arch", ["cnn_vec", "cnn_gap"])
+@pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
+def test_batched_matmul_convolutions_match_the_loop(arch, nd, dtype, algo, monkeypatch):
+    """The form CUDA uses for 1-D convolutions (``layers.conv_bmm``), forced anywhere."""
+    import dmisearch_builtins.layers as layers
+
+    used = []
+    real = layers.conv_bmm
+    monkeypatch.setattr(layers, "bmm_pays", lambda device, nd: True)
+    monkeypatch.setattr(layers, "conv_bmm", lambda *a: used.append(1) or real(*a))
+    ctx, x, y, x_test = problem("regression", SHAPES[nd], dtype)
+    model = FAMILIES[arch](width=4, depth=2, filter_size=3, padding="zeros")
+    jobs = [Job(x[:n], y[:n], x_test, seed) for n in (8, 24) for seed in (0, 1)]
+    assert_matches_loop([engine.Member(model, algo, j) for j in jobs], ctx)
     assert used
 
 
@@ -165,6 +184,7 @@ def test_epochs_mode_groups_by_step_count():
 
 def test_chunks_give_the_same_results(monkeypatch):
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    monkeypatch.setattr(engine, "_chunk_limit", lambda m, ctx: 1000)  # no CUDA probe
     members = [engine.Member(FAMILIES["cnn_gap"](width=3), ALGOS[0], Job(x, y, x_test, s))
                for s in range(5)]
     whole = engine.train(members, ctx)
@@ -183,6 +203,7 @@ def test_out_of_memory_splits_the_chunk_and_retries(monkeypatch):
     members = [engine.Member(FAMILIES["fcn"](width=8), ALGOS[1], Job(x, y, x_test, s))
                for s in range(5)]
     expected = engine.train(members, ctx)
+    monkeypatch.setattr(engine, "_chunk_limit", lambda m, ctx: 1000)  # no CUDA probe
     sizes: list[int] = []
     real = engine._train_chunk
 
@@ -259,7 +280,7 @@ def test_builtin_batched_forward_equals_vmap_forward():
     ctx, x, _, _ = problem("regression", (2, 5, 4), torch.float64)
     for name, cls in FAMILIES.items():
         model = cls(width=3, depth=2, parameterization="ntk", sigma_b=0.2)
-        mods = [model.build(ctx.input_shape, 2).double() for _ in range(3)]
+        mods = [model.build(ctx.input_shape, 2).to(DEVICE, torch.float64) for _ in range(3)]
         params, buffers = torch.func.stack_module_state(mods)
         xs = torch.stack([x[:7]] * 3)
         fast = model.forward_batched(mods[0])(params, buffers, xs)
@@ -381,11 +402,14 @@ def test_no_graph_for_augmentation_short_runs_or_when_switched_off(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
+@pytest.mark.parametrize("nd", [1, 2])
 @pytest.mark.parametrize("arch", sorted(FAMILIES))
-def test_cuda_graphs_repeat_the_eager_engine_bit_for_bit(arch, algo, dtype, monkeypatch):
+def test_cuda_graphs_repeat_the_eager_engine_bit_for_bit(arch, nd, algo, dtype, monkeypatch):
     """The captured step replays the eager step's kernels on the same memory: identical
-    results, and the graph really ran."""
-    ctx, x, y, x_test = problem("classification", SHAPES[2], dtype)
+    results, and the graph really ran. (cuDNN's deterministic algorithms: some of the
+    others sum in a different order on every run, graph or not.)"""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    ctx, x, y, x_test = problem("classification", SHAPES[nd], dtype)
     ctx = dataclasses.replace(ctx, device=torch.device("cuda"))
     x, y, x_test = x.cuda(), y.cuda(), x_test.cuda()
     model = FAMILIES[arch](width=4, depth=2, filter_size=3) if arch != "fcn" else (
