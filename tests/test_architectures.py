@@ -269,12 +269,14 @@ def test_batched_matmul_form_is_the_grouped_convolution(spatial, k, padding, dty
         assert float((a - c).abs().max() / a.abs().max()) < tol
 
 
-def test_batched_matmul_form_is_for_1d_cuda_without_tf32(monkeypatch):
+def test_batched_matmul_form_is_for_wide_1d_cuda_without_tf32(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    assert bmm_pays(cuda, 1) and not bmm_pays(cuda, 2) and not bmm_pays(cpu, 1)
+    assert bmm_pays(cuda, 1, 16, 64) and bmm_pays(cuda, 1, 256, 64)
+    assert not bmm_pays(cuda, 1, 256, 1) and not bmm_pays(cuda, 1, 10, 32)
+    assert not bmm_pays(cuda, 2, 256, 64) and not bmm_pays(cpu, 1, 256, 64)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert not bmm_pays(cuda, 1)
+    assert not bmm_pays(cuda, 1, 256, 64)
 
 
 def test_batched_conv_takes_the_fourier_form_where_it_saves_work(monkeypatch, f64):

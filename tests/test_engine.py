@@ -122,7 +122,7 @@ def test_batched_matmul_convolutions_match_the_loop(arch, nd, dtype, algo, monke
 
     used = []
     real = layers.conv_bmm
-    monkeypatch.setattr(layers, "bmm_pays", lambda device, nd: True)
+    monkeypatch.setattr(layers, "bmm_pays", lambda *a: True)
     monkeypatch.setattr(layers, "conv_bmm", lambda *a: used.append(1) or real(*a))
     ctx, x, y, x_test = problem("regression", SHAPES[nd], dtype)
     model = FAMILIES[arch](width=4, depth=2, filter_size=3, padding="zeros")
@@ -182,6 +182,16 @@ def test_epochs_mode_groups_by_step_count():
     assert [len(f.losses) for f in fused] == [4, 8, 4]
 
 
+def assert_chunk_invariant(a: torch.Tensor, b: torch.Tensor) -> None:
+    """A job's results do not depend on the other jobs of its chunk: bit for bit on the
+    CPU; on CUDA to rounding, since cuBLAS picks its kernels by the number of matrices in
+    a batch (seen on an H200: float64 results differed in the last bits)."""
+    if a.device.type == "cpu":
+        assert torch.equal(a, b)
+    else:
+        assert rel(a, b) < TOL[a.dtype]
+
+
 def test_chunks_give_the_same_results(monkeypatch):
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
     monkeypatch.setattr(engine, "_chunk_limit", lambda m, ctx: 1000)  # no CUDA probe
@@ -195,7 +205,8 @@ def test_chunks_give_the_same_results(monkeypatch):
     parts = engine.train(members, ctx, max_chunk=2)
     assert chunks == [2, 2, 1]
     for a, b in zip(whole, parts, strict=True):
-        assert torch.equal(a.test, b.test) and torch.equal(a.losses, b.losses)
+        assert_chunk_invariant(a.test, b.test)
+        assert_chunk_invariant(a.losses, b.losses)
 
 
 def test_out_of_memory_splits_the_chunk_and_retries(monkeypatch):
@@ -217,7 +228,7 @@ def test_out_of_memory_splits_the_chunk_and_retries(monkeypatch):
     got = engine.train(members, ctx)
     assert sizes == [5, 2, 3, 1, 2]
     for a, b in zip(expected, got, strict=True):
-        assert torch.equal(a.test, b.test)
+        assert_chunk_invariant(a.test, b.test)
 
 
 def test_out_of_memory_for_a_single_job_reaches_the_trial(monkeypatch):

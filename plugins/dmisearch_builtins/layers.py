@@ -176,7 +176,7 @@ class Conv(_Affine):
                 and fourier_saving(w.shape[2], w.shape[1], self.k, tuple(x.shape[2:]))
                 >= FOURIER_MIN_SAVING):
             return circular_conv_fourier(x, w, b, self.k)
-        if bmm_pays(x.device, self.nd):
+        if bmm_pays(x.device, self.nd, k, w.shape[2]):
             return conv_bmm(same_pad(x, self.k, self.nd, self.padding), w, b, self.k)
         conv = F.conv1d if self.nd == 1 else F.conv2d
         return conv(same_pad(x, self.k, self.nd, self.padding), w.flatten(0, 1), b.flatten(),
@@ -279,17 +279,24 @@ def circular_conv_fourier(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
     return y + b.reshape(1, -1, *([1] * len(spatial)))
 
 
-def bmm_pays(device: torch.device, nd: int) -> bool:
-    """Whether :func:`conv_bmm` beats one grouped convolution on ``device``.
+def bmm_pays(device: torch.device, nd: int, jobs: int, c_in: int) -> bool:
+    """Whether :func:`conv_bmm` beats one grouped convolution of ``jobs`` jobs.
 
-    Measured side by side on an H200 (``benchmarks/bench_conv.py --cases gpu``, forward +
-    backward, 64 -> 64 channels, filter 3, d = 64, batch 32): in strict float32, cuDNN's
-    grouped 1-D convolution took 10.7 ms for 256 jobs and the batched product 3.0 ms
-    (3.6x; 1.5x for 16 jobs, even for one input channel); with TF32 allowed cuDNN took
-    1.7 ms and the product 2.4 ms. So: CUDA, 1-D, cuDNN's TF32 off. On the CPU the grouped
-    convolution was 2-3x faster.
+    Measured side by side on an H200 (``benchmarks/bench_conv.py``, forward + backward,
+    batch 32, strict float32; ``benchmarks/RESULTS.md``): for 1-D maps of 64, 256 jobs of
+    64 -> 64 channels took 10.7 ms in cuDNN's grouped convolution and 3.0 ms as a batched
+    product (3.6x), 16 such jobs 1.5x; 256 jobs with one input channel 0.99x, 10 jobs of
+    32 channels 0.73-1.00x. With TF32 allowed cuDNN won (0.7-0.9x). So: CUDA, 1-D, cuDNN's
+    TF32 off, and at least ``BMM_MIN_INPUTS`` input channels over all jobs. On the CPU the
+    grouped convolution was 2-3x faster.
     """
-    return nd == 1 and device.type == "cuda" and not torch.backends.cudnn.allow_tf32
+    return (nd == 1 and device.type == "cuda" and not torch.backends.cudnn.allow_tf32
+            and jobs * c_in >= BMM_MIN_INPUTS)
+
+
+#: :func:`bmm_pays`: jobs x input channels from which the batched product wins (measured
+#: winning at 16 x 64, neutral at 256 x 1, losing or neutral at 10 x 32).
+BMM_MIN_INPUTS = 1024
 
 
 def conv_bmm(xp: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
