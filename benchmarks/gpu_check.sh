@@ -56,4 +56,5 @@ step engine_tf32 60 python3 benchmarks/bench_engine.py --device $DEVICE --steps 
 step quickstart 40 python3 benchmarks/bench_study.py studies/quickstart.toml --device $DEVICE \
     --batch 16 --skip-loop --skip-replay
 step conv 25 python3 benchmarks/bench_conv.py --device $DEVICE
+step profile 40 python3 benchmarks/profile_engine.py --device $DEVICE --arch fcn --k 1024
 echo "total $(($(date +%s) - start)) s" | tee -a "$OUT/summary.log"

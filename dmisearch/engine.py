@@ -237,8 +237,12 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     xs = _Pools([m.job.x_train for m in chunk])
     ys = _Pools([m.job.y_train for m in chunk])
     x_pool, y_pool = xs.stacked(), ys.stacked()  # (P, N, *shape), (P, N, ...)
+    # minibatches are gathered with one index_select from the flattened pools: row
+    # ``pool * N + i`` (cheaper than advanced indexing by (pool, i) pairs)
     xi = torch.tensor(xs.index, device=ctx.device)
-    yi = torch.tensor(ys.index, device=ctx.device)
+    x_flat, y_flat = x_pool.flatten(0, 1), y_pool.flatten(0, 1)
+    x_base = xi[:, None] * x_pool.shape[1]
+    y_base = torch.tensor(ys.index, device=ctx.device)[:, None] * y_pool.shape[1]
     order = torch.stack([batch_schedule(m.job.size, batch, steps, m.job.seed)
                          for m in chunk]).to(ctx.device)  # (K, steps, batch)
     losses = torch.empty(steps, k, device=ctx.device, dtype=ctx.dtype)
@@ -252,20 +256,21 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
             f0_train = _predict(forward, params, buffers, x_pool, xi)  # (K, N, out)
             f0_test = _predict(forward, params, buffers, tests.stacked(), test_index)
         modules[0].train()
+        f0_flat, f0_base = f0_train.flatten(0, 1), rows * f0_train.shape[1]
     aug = first.algo.augmentation
 
     step_t = torch.zeros(1, dtype=torch.long, device=ctx.device)  # the step, on the device
 
     def job_losses(t: int) -> torch.Tensor:
         idx = order.index_select(1, step_t).squeeze(1)  # (K, batch)
-        xb = x_pool[xi[:, None], idx]  # (K, batch, *shape)
+        xb = _gather(x_flat, x_base, idx)  # (K, batch, *shape)
         if aug is not None:  # each job's draws from its own generator, as in the loop
             xb = torch.stack([aug.augment(xb[j], augment_generator(m.job.seed, t))
                               for j, m in enumerate(chunk)])
         out = forward(params, buffers, xb)  # (K, batch, out)
         if f0_train is not None:
-            out = out - f0_train[rows, idx]
-        return _job_losses(ctx.task, out, y_pool[yi[:, None], idx])  # (K,)
+            out = out - _gather(f0_flat, f0_base, idx)
+        return _job_losses(ctx.task, out, _gather(y_flat, y_base, idx))  # (K,)
 
     params = _match_grad_layout(params, job_losses)
     opt = type(first.algo).fused_optimizer(list(params.values()), [m.algo for m in chunk],
@@ -387,6 +392,11 @@ def _match_grad_layout(params: dict[str, torch.Tensor],
             q = torch.empty_strided(p.shape, g.stride(), dtype=p.dtype, device=p.device)
             out[name] = q.copy_(p.detach()).requires_grad_()
     return out
+
+
+def _gather(flat: torch.Tensor, base: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``base + idx`` of ``flat``, shaped ``(*idx.shape, *flat.shape[1:])``."""
+    return flat.index_select(0, (base + idx).flatten()).view(*idx.shape, *flat.shape[1:])
 
 
 def _job_losses(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

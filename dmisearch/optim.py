@@ -88,7 +88,10 @@ class FusedOptimizer:
         self.groups = [(dict(zip(names, key, strict=True)), idx) for key, idx in groups.items()]
         self.fused = (fused and bool(self.params) and hasattr(torch.ops.aten, self.kernel)
                       and all(_sliceable(p) for p in self.params))
-        self._orders = [_memory_order(p[0]) for p in self.params] if self.fused else []
+        # each stack's dimensions after the job axis in memory order: every job's slice of
+        # the permuted stack is contiguous (one permute per tensor, not one per job)
+        self._perms = [(0, *(d + 1 for d in _memory_order(p[0]))) for p in self.params
+                       ] if self.fused else []
         self._views: dict[tuple[str, int], list[torch.Tensor]] = {}
 
     @property
@@ -114,9 +117,10 @@ class FusedOptimizer:
         """Contiguous views of group ``group``'s jobs in every stacked tensor, in the memory
         order of the parameters (the tensors have the parameters' strides)."""
         out = []
-        for t, order in zip(tensors, self._orders, strict=True):
-            rows = t.unbind(0)
-            out += [rows[j].permute(order) for j in self.groups[group][1]]
+        jobs = self.groups[group][1]
+        for t, perm in zip(tensors, self._perms, strict=True):
+            rows = t.permute(perm).unbind(0)
+            out += [rows[j] for j in jobs]
         return out
 
     def _try_kernel(self, step: Callable[[list[torch.Tensor]], None],

@@ -61,3 +61,8 @@ def test_benchmark_scripts_run():
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("fourier") >= 5 and res.stdout.count("direct") >= 5
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_engine.py"),
+                          "--k", "2", "--steps", "3", "--rows", "5"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "fcn, K = 2, 3 steps" in res.stdout and "aten::" in res.stdout

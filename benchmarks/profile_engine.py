@@ -1,0 +1,67 @@
+"""Where a fused training run spends its time: torch.profiler over one ``engine.train`` call.
+
+Builds the ``bench_engine.py`` workload (K jobs of one built-in architecture, preset ``gpu``
+on CUDA, ``cpu`` otherwise), runs it once to warm up, then profiles a second run and prints
+the operators that took the most device time (CUDA) or CPU time, and the wall time of the
+phases that do not scale with steps (building the models, predicting) next to the step
+loop's.
+
+    python benchmarks/profile_engine.py [--device cuda] [--arch fcn] [--k 1024]
+        [--steps 50] [--rows 25] [--no-graphs]
+
+With CUDA graphs on (the default), replayed steps show as graph launches; ``--no-graphs``
+shows each step's kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+from bench_engine import PRESETS, sync, workload
+from torch.profiler import ProfilerActivity, profile
+
+from dmisearch import engine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--arch", default="fcn")
+    ap.add_argument("--k", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--no-graphs", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    preset = PRESETS["gpu" if device.type == "cuda" else "cpu"]
+    members, ctx, _ = workload(args.arch, args.k, args.steps, preset, device)
+    ctx = dataclasses.replace(ctx, cuda_graphs=not args.no_graphs)
+    one_step = [dataclasses.replace(m, algo=dataclasses.replace(m.algo, steps=1))
+                for m in members]
+
+    def wall(ms) -> float:
+        sync(device)
+        t = time.perf_counter()
+        engine.train(ms, ctx)
+        sync(device)
+        return time.perf_counter() - t
+
+    wall(members)  # warm-up
+    full, short = wall(members), wall(one_step)
+    print(f"# {args.arch}, K = {args.k}, {args.steps} steps on {device}: {full:.3f} s; "
+          f"a 1-step run (building, predicting, one step) {short:.3f} s; the other "
+          f"{args.steps - 1} steps {(full - short) / (args.steps - 1) * 1e3:.2f} ms each")
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        engine.train(members, ctx)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
