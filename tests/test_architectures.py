@@ -222,11 +222,9 @@ FOURIER_CASES = [((7,), 3), ((8,), 4), ((10,), 1), ((5, 6), 3), ((8, 8), 5), ((6
                  ((3, 3), 3)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("spatial,k", FOURIER_CASES)
-def test_fourier_form_is_the_circular_convolution(spatial, k, dtype):
-    """``circular_conv_fourier`` against K grouped direct convolutions: outputs and every
-    gradient, odd and even maps (the Nyquist frequency) and filters (the extra right tap)."""
+def assert_is_the_grouped_convolution(form, spatial, k, padding, dtype):
+    """``form(x, w, b)`` against K grouped direct convolutions of the padded input:
+    outputs and every gradient."""
     nd, jobs, c_in, c_out = len(spatial), 3, 4, 5
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, jobs * c_in, *spatial, generator=g, dtype=dtype, requires_grad=True)
@@ -234,14 +232,24 @@ def test_fourier_form_is_the_circular_convolution(spatial, k, dtype):
                     requires_grad=True)
     b = torch.randn(jobs, c_out, generator=g, dtype=dtype, requires_grad=True)
     conv = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
-    direct = conv(same_pad(x, k, nd, "circular"), w.flatten(0, 1), b.flatten(), groups=jobs)
-    fourier = circular_conv_fourier(x, w, b, k)
+    direct = conv(same_pad(x, k, nd, padding), w.flatten(0, 1), b.flatten(), groups=jobs)
+    out = form(x, w, b)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
-    assert float((fourier - direct).detach().abs().max() / direct.detach().abs().max()) < tol
+    assert out.shape == direct.shape
+    assert float((out - direct).detach().abs().max() / direct.detach().abs().max()) < tol
     grad_out = torch.randn(direct.shape, generator=g, dtype=dtype)
     for a, c in zip(torch.autograd.grad(direct, (x, w, b), grad_out),
-                    torch.autograd.grad(fourier, (x, w, b), grad_out), strict=True):
+                    torch.autograd.grad(out, (x, w, b), grad_out), strict=True):
         assert float((a - c).abs().max() / a.abs().max()) < tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("spatial,k", FOURIER_CASES)
+def test_fourier_form_is_the_circular_convolution(spatial, k, dtype):
+    """``circular_conv_fourier``: odd and even maps (the Nyquist frequency) and filters (the
+    extra right tap)."""
+    assert_is_the_grouped_convolution(lambda x, w, b: circular_conv_fourier(x, w, b, k),
+                                      spatial, k, "circular", dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -249,24 +257,11 @@ def test_fourier_form_is_the_circular_convolution(spatial, k, dtype):
 @pytest.mark.parametrize("spatial,k", [((7,), 3), ((8,), 4), ((10,), 1), ((5, 6), 3),
                                        ((6, 5), 2)])
 def test_batched_matmul_form_is_the_grouped_convolution(spatial, k, padding, dtype):
-    """``conv_bmm`` against K grouped direct convolutions: outputs and every gradient."""
-    nd, jobs, c_in, c_out = len(spatial), 3, 4, 5
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, jobs * c_in, *spatial, generator=g, dtype=dtype, requires_grad=True)
-    w = torch.randn(jobs, c_out, c_in, *[k] * nd, generator=g, dtype=dtype,
-                    requires_grad=True)
-    b = torch.randn(jobs, c_out, generator=g, dtype=dtype, requires_grad=True)
-    conv = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
-    xp = same_pad(x, k, nd, padding)
-    direct = conv(xp, w.flatten(0, 1), b.flatten(), groups=jobs)
-    bmm = conv_bmm(xp, w, b, k)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    assert bmm.shape == direct.shape
-    assert float((bmm - direct).detach().abs().max() / direct.detach().abs().max()) < tol
-    grad_out = torch.randn(direct.shape, generator=g, dtype=dtype)
-    for a, c in zip(torch.autograd.grad(direct, (x, w, b), grad_out),
-                    torch.autograd.grad(bmm, (x, w, b), grad_out), strict=True):
-        assert float((a - c).abs().max() / a.abs().max()) < tol
+    """``conv_bmm`` on the padded input, 1-D and 2-D, both paddings."""
+    nd = len(spatial)
+    assert_is_the_grouped_convolution(
+        lambda x, w, b: conv_bmm(same_pad(x, k, nd, padding), w, b, k), spatial, k, padding,
+        dtype)
 
 
 def test_batched_matmul_form_is_for_wide_1d_cuda_without_tf32(monkeypatch):
