@@ -16,10 +16,9 @@ eagerly and with its training step captured in a CUDA graph (the default; ``engi
         [--repeat 3] [--preset gpu|cpu] [--tf32] [--archs fcn,cnn_gap]
 
 Prints one row per (architecture, K): model-steps/s of whole runs (what a trial sees) and
-per training step (the time ``--steps`` steps take beyond ``--steps // 5``: building the
-models and predicting cancel out, as in the anchors' step loops), the fused engine's ratio
-to the loop for each, and its achieved TFLOP/s per step (forward + backward: 3x the
-forward's multiply-adds x 2).
+of the step loops alone (``training.STEP_TIMES``: building the models and predicting left
+out, as in the anchors' step loops), the fused engine's ratio to the loop for each, and
+its achieved TFLOP/s per step (forward + backward: 3x the forward's multiply-adds x 2).
 """
 
 from __future__ import annotations
@@ -28,11 +27,12 @@ import argparse
 import dataclasses
 import math
 import platform
+import statistics
 import time
 
 import torch
 
-from dmisearch import engine
+from dmisearch import engine, training
 from dmisearch.components import Job, RunContext
 from dmisearch.training import train_one
 from dmisearch_builtins.algorithms import SGD
@@ -47,7 +47,6 @@ PRESETS = {
             "lcn_width": 8},
 }
 LOOP_MODELS = 8
-SHORT = 5  # per-step rates: runs of steps and of steps // SHORT
 
 
 def forward_flops(module: torch.nn.Module, shape: tuple[int, ...]) -> int:
@@ -80,7 +79,7 @@ def timed(fn, device: torch.device, repeat: int) -> float:
         fn()
         sync(device)
         times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
 
 def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.device):
@@ -100,22 +99,22 @@ def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.dev
     return [engine.Member(model, algo, j) for j in jobs], ctx, flops
 
 
-def with_steps(members: list, steps: int) -> list:
-    return [dataclasses.replace(m, algo=dataclasses.replace(m.algo, steps=steps))
-            for m in members]
-
-
 def rates(run, members: list, steps: int, device: torch.device, repeat: int
           ) -> tuple[float, float]:
-    """Model-steps/s of ``run(members)``: whole runs of ``steps`` steps, and per step, from
-    the time ``steps`` take beyond ``steps // SHORT`` (set-up and predictions cancel)."""
-    k = len(members)
+    """Model-steps/s of ``run(members)``: whole runs, and the step loops alone (timed by
+    ``training.step_clock`` between device syncs; building and predicting excluded)."""
     run(members[:2])  # warm-up
-    whole = timed(lambda: run(members), device, repeat)
-    short = with_steps(members, max(1, steps // SHORT))
-    part = timed(lambda: run(short), device, repeat)
-    steps_short = short[0].algo.steps
-    return k * steps / whole, k * (steps - steps_short) / max(whole - part, 1e-9)
+    whole, per_step = [], []
+    for _ in range(repeat):
+        training.STEP_TIMES = []
+        try:
+            whole.append(timed(lambda: run(members), device, 1))
+            loops = training.STEP_TIMES
+        finally:
+            training.STEP_TIMES = None
+        per_step.append(sum(m * s for m, s, _ in loops) / sum(t for _, _, t in loops))
+    k = len(members)
+    return k * steps / statistics.median(whole), statistics.median(per_step)
 
 
 def loop_rates(arch_name: str, steps: int, preset: dict, device: torch.device,

@@ -1,10 +1,10 @@
 """Where a fused training run spends its time: torch.profiler over one ``engine.train`` call.
 
 Builds the ``bench_engine.py`` workload (K jobs of one built-in architecture, preset ``gpu``
-on CUDA, ``cpu`` otherwise), runs it once to warm up, then profiles a second run and prints
-the operators that took the most device time (CUDA) or CPU time, and the wall time of the
-phases that do not scale with steps (building the models, predicting) next to the step
-loop's.
+on CUDA, ``cpu`` otherwise), runs it once to warm up, times a second run (the step loops
+alone, ``training.STEP_TIMES``, and the rest: building the models, predicting), then
+profiles a third and prints the operators that took the most device time (CUDA) or CPU
+time.
 
     python benchmarks/profile_engine.py [--device cuda] [--arch fcn] [--k 1024]
         [--steps 50] [--rows 25] [--no-graphs]
@@ -23,7 +23,7 @@ import torch
 from bench_engine import PRESETS, sync, workload
 from torch.profiler import ProfilerActivity, profile
 
-from dmisearch import engine
+from dmisearch import engine, training
 
 
 def main() -> None:
@@ -39,21 +39,19 @@ def main() -> None:
     preset = PRESETS["gpu" if device.type == "cuda" else "cpu"]
     members, ctx, _ = workload(args.arch, args.k, args.steps, preset, device)
     ctx = dataclasses.replace(ctx, cuda_graphs=not args.no_graphs)
-    one_step = [dataclasses.replace(m, algo=dataclasses.replace(m.algo, steps=1))
-                for m in members]
-
-    def wall(ms) -> float:
-        sync(device)
-        t = time.perf_counter()
-        engine.train(ms, ctx)
-        sync(device)
-        return time.perf_counter() - t
-
-    wall(members)  # warm-up
-    full, short = wall(members), wall(one_step)
-    print(f"# {args.arch}, K = {args.k}, {args.steps} steps on {device}: {full:.3f} s; "
-          f"a 1-step run (building, predicting, one step) {short:.3f} s; the other "
-          f"{args.steps - 1} steps {(full - short) / (args.steps - 1) * 1e3:.2f} ms each")
+    engine.train(members, ctx)  # warm-up
+    training.STEP_TIMES = []
+    sync(device)
+    t = time.perf_counter()
+    engine.train(members, ctx)
+    sync(device)
+    full, loops = time.perf_counter() - t, training.STEP_TIMES
+    training.STEP_TIMES = None
+    in_steps = sum(t for _, _, t in loops)
+    print(f"# {args.arch}, K = {args.k}, {args.steps} steps on {device}: {full:.3f} s, of "
+          f"which the step loops {in_steps:.3f} s ({len(loops)} chunks; "
+          f"{in_steps / args.steps * 1e3:.2f} ms a step); building and predicting "
+          f"{full - in_steps:.3f} s")
     activities = [ProfilerActivity.CPU] + (
         [ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:

@@ -70,6 +70,7 @@ from dmisearch.training import (
     batch_schedule,
     build_module,
     check_deadline,
+    step_clock,
 )
 
 #: Fraction of free CUDA memory a chunk may plan to use.
@@ -289,10 +290,11 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     if (ctx.cuda_graphs and _graphs_supported(ctx.device) and aug is None
             and steps >= GRAPH_WARMUP + GRAPH_MIN_REPLAYS):
         run = _StepGraph(step, ctx.device, lambda: getattr(opt, "capturable", False))
-    for t in range(steps):
-        if t % DEADLINE_EVERY == 0:
-            check_deadline()
-        run(t)
+    with step_clock(k, steps, ctx.device):
+        for t in range(steps):
+            if t % DEADLINE_EVERY == 0:
+                check_deadline()
+            run(t)
     del run  # a graph's memory pool goes with it
 
     modules[0].eval()  # the template: evaluation mode for predictions, as the loop does

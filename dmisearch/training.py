@@ -67,6 +67,27 @@ def deadline(seconds: float | None) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
+#: Benchmarks: while a list, every step loop (``train_one``'s and each of the engine's
+#: chunks) appends ``(models, steps, seconds)``, timed alone between device syncs, so
+#: per-step rates exclude building models and predicting.
+STEP_TIMES: list[tuple[int, int, float]] | None = None
+
+
+@contextlib.contextmanager
+def step_clock(models: int, steps: int, device: torch.device) -> Iterator[None]:
+    """Times the enclosed step loop into ``STEP_TIMES`` when that is a list; else free."""
+    if STEP_TIMES is None:
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    STEP_TIMES.append((models, steps, time.perf_counter() - start))
+
+
 def check_deadline() -> None:
     """Raise ``TrialTimeout`` if the enclosing ``deadline`` has passed (cheap: no sync)."""
     limit = _DEADLINE.get()
@@ -205,21 +226,22 @@ def train_one(
     steps = algo.n_steps(n)
     order = batch_schedule(n, batch, steps, job.seed).to(ctx.device)
     losses = torch.empty(steps, device=ctx.device, dtype=ctx.dtype)
-    for t in range(steps):
-        if t % DEADLINE_EVERY == 0:
-            check_deadline()
-        idx = order[t]
-        xb = job.x_train[idx]
-        if algo.augmentation is not None:
-            xb = algo.augmentation.augment(xb, augment_generator(job.seed, t))
-        out = module(xb)
-        if f0_train is not None:
-            out = out - f0_train[idx]
-        loss = loss_fn(ctx.task, out, job.y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses[t] = loss.detach()
+    with step_clock(1, steps, ctx.device):
+        for t in range(steps):
+            if t % DEADLINE_EVERY == 0:
+                check_deadline()
+            idx = order[t]
+            xb = job.x_train[idx]
+            if algo.augmentation is not None:
+                xb = algo.augmentation.augment(xb, augment_generator(job.seed, t))
+            out = module(xb)
+            if f0_train is not None:
+                out = out - f0_train[idx]
+            loss = loss_fn(ctx.task, out, job.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[t] = loss.detach()
     test, train = predict(module, job.x_test), predict(module, job.x_train)
     if f0_train is not None:
         test, train = test - f0_test, train - f0_train

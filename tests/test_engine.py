@@ -438,3 +438,17 @@ def test_cuda_graphs_repeat_the_eager_engine_bit_for_bit(arch, nd, algo, dtype, 
     eager = engine.train(members, dataclasses.replace(ctx, cuda_graphs=False))
     for a, b in zip(graphed, eager, strict=True):
         assert torch.equal(a.losses, b.losses) and torch.equal(a.test, b.test)
+
+
+def test_step_loops_are_timed_for_benchmarks_only_when_asked(monkeypatch):
+    from dmisearch import training
+
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    members = [engine.Member(FAMILIES["fcn"](width=8), SGD(steps=s, batch_size=8),
+                             Job(x, y, x_test, 0)) for s in (5, 5, 9)]
+    engine.train(members, ctx)  # STEP_TIMES is None: nothing recorded, nothing breaks
+    monkeypatch.setattr(training, "STEP_TIMES", [])
+    engine.train(members, ctx)
+    train_one(members[0].algo, members[0].model, members[0].job, ctx)
+    assert [(m, s) for m, s, _ in training.STEP_TIMES] == [(2, 5), (1, 9), (1, 5)]
+    assert all(t > 0 for _, _, t in training.STEP_TIMES)
