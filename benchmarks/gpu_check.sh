@@ -2,7 +2,8 @@
 # One pass of the GPU checks and benchmarks, sized for a short lease on one H100/H200:
 # correctness on CUDA first (the engine against the loop, CUDA graphs against eager), then
 # the engine and study benchmarks. Every step writes its log under $OUT (default
-# ./gpu-out); a step runs only while the time budget (BUDGET seconds, default 360) lasts.
+# ./gpu-out); a step runs only while the time budget (BUDGET seconds, default 330) lasts.
+# At most 8 logs: the lease tool returns 8 files from $OUT.
 #
 #   bash benchmarks/gpu_check.sh            # after: pip install -e . (or see WHEELS below)
 #
@@ -41,8 +42,8 @@ step() {  # step NAME LIMIT_S COMMAND...: run while the budget lasts, log to $OU
     echo "-- $name: exit $rc, $(($(date +%s) - t0)) s" | tee -a "$OUT/summary.log"
 }
 
-step device 30 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm \
-    --format=csv
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv \
+    2>&1 | tee -a "$OUT/summary.log"
 # the engine against the loop on the GPU (CUDA graphs included), and graphs against eager
 DMISEARCH_TEST_DEVICE=$DEVICE step tests 70 python3 -m pytest -q -p no:cacheprovider \
     --timeout 60 tests/test_engine.py \
