@@ -30,7 +30,7 @@ host.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -93,6 +93,7 @@ class FusedOptimizer:
         self._perms = [(0, *(d + 1 for d in _memory_order(p[0]))) for p in self.params
                        ] if self.fused else []
         self._views: dict[tuple[str, int], list[torch.Tensor]] = {}
+        self.kernel_path = False  # whether the last step ran the fused kernels
 
     @property
     def capturable(self) -> bool:
@@ -103,6 +104,21 @@ class FusedOptimizer:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """The fused kernels where the gradients line up with the parameters and the
+        device has them; else the foreach arithmetic."""
+        grads = self._grads()
+        self.kernel_path = self._fusable(grads) and self._try_kernel(grads)
+        if not self.kernel_path:
+            self._foreach_step(grads)
+
+    def _fused_step(self, grads: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def _foreach_step(self, grads: list[torch.Tensor]) -> None:
+        raise NotImplementedError
 
     def _grads(self) -> list[torch.Tensor]:
         return [p.grad for p in self.params]  # type: ignore[misc]
@@ -123,12 +139,11 @@ class FusedOptimizer:
             out += [rows[j] for j in jobs]
         return out
 
-    def _try_kernel(self, step: Callable[[list[torch.Tensor]], None],
-                    grads: list[torch.Tensor]) -> bool:
+    def _try_kernel(self, grads: list[torch.Tensor]) -> bool:
         """Run the kernel path; False (and never again) where the device has no kernel.
         Dispatch fails before anything is written, so the foreach path can take over."""
         try:
-            step(grads)
+            self._fused_step(grads)
         except NotImplementedError:
             self.fused = False
             return False
@@ -158,12 +173,6 @@ class FusedSGD(FusedOptimizer):
         self.use_wd = bool((hyper["weight_decay"] != 0).any())
         self.use_momentum = bool((hyper["momentum"] != 0).any())
         self.bufs: list[torch.Tensor] | None = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        grads = self._grads()
-        if not self._fusable(grads) or not self._try_kernel(self._fused_step, grads):
-            self._foreach_step(grads)
 
     def _fused_step(self, grads: list[torch.Tensor]) -> None:
         first = self.bufs is None
@@ -215,19 +224,14 @@ class FusedAdam(FusedOptimizer):
         self.steps = steps
         self.use_wd = bool((hyper["weight_decay"] != 0).any())
         self._scalars: dict[str, list[torch.Tensor]] | None = None
-        self.kernel_path = False  # whether the last step ran the fused kernel
 
     @property
     def capturable(self) -> bool:
         # the foreach path reads this step's bias corrections by the host's step count
         return self.kernel_path
 
-    @torch.no_grad()
     def step(self) -> None:
-        grads = self._grads()
-        self.kernel_path = self._fusable(grads) and self._try_kernel(self._fused_step, grads)
-        if not self.kernel_path:
-            self._foreach_step(grads)
+        super().step()
         self.t += 1
 
     def _fused_step(self, grads: list[torch.Tensor]) -> None:
