@@ -8,12 +8,14 @@ Flow of ``TrialObjective.__call__``:
 2. The model's and the algorithm's hyperparameters, suggested under namespaced names
    (``model.cnn_gap.width``, ``algorithm.sgd.lr``) from their effective spaces.
 3. One job per (training size, curve seed): the first ``n`` samples of that seed's
-   training pool, evaluated on that seed's test set. With a pruner, sizes run one stage
-   at a time, smallest first; without one, all in one stage. The jobs of a stage go to the
+   training pool, evaluated on that seed's test set. With a pruner, sizes run in stages,
+   smallest first, each ending at a size of ``search.prune_after``; without one, all in
+   one stage. The jobs of a stage go to the
    algorithm together (and, in a batch of trials, together with the other trials' jobs of
    the same algorithm class, so the engine can fuse them); test and train errors per job.
-4. After each size, the running score is reported at ``step = n`` so a pruner can stop a
-   poor candidate early; a diverged job (NaN/inf) prunes the trial with the reason.
+4. After each size, the running score is reported at ``step = n``; at the end of a stage
+   the pruner may stop a poor candidate; a diverged job (NaN/inf) prunes the trial with
+   the reason.
 5. The curve, scores, components with their packages and versions, device and timings are
    stored as trial user attributes (``TRIAL_ATTRS`` lists them).
 """
@@ -130,19 +132,18 @@ class TrialObjective:
     """The objective: ``value = objective(trial)`` for one trial, or :meth:`execute` for a
     batch of trials whose training is fused where their shapes allow.
 
-    Sizes are trained in *stages*: one stage per size, smallest first, when the study has a
-    pruner (so that a poor candidate stops early), else one stage with every size (one
-    program for the whole curve). Within a stage, the jobs of every trial in the batch that
-    use the same algorithm class go to that class's ``fit_predict_runs`` together.
+    Sizes are trained in *stages*, smallest first: with a pruner, a stage ends at each size
+    of ``search.prune_after`` (every size but the last by default), where the pruner may
+    stop a poor candidate; without one, one stage holds every size (one program for the
+    whole curve). Within a stage, the jobs of every trial in the batch that use the same
+    algorithm class go to that class's ``fit_predict_runs`` together.
     """
 
     def __init__(self, spec: StudySpec, data: StudyData, ctx: RunContext):
         self.spec, self.data, self.ctx = spec, data, ctx
         self.labels = [spec.pair_label(m, a) for m, a in spec.pairs]
         self.floor = floor_for(spec.metric, spec.grid.test_size, data.baseline)  # type: ignore
-        prunes = not isinstance(spec.make_pruner(), optuna.pruners.NopPruner)
-        sizes = spec.grid.sizes
-        self.stages = [(n,) for n in sizes] if prunes else [tuple(sizes)]
+        self.stages = stages(spec.grid.sizes, spec.prune_after)
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan = self.plan(trial)
@@ -244,7 +245,7 @@ class TrialObjective:
             sizes = np.array(spec.grid.sizes[: len(plan.means)])
             trial.report(spec.objective.intermediate(
                 sizes, np.array(plan.means), self.data.baseline, self.floor), step=n)
-            if len(self.stages) > 1 and trial.should_prune():
+            if n in self.spec.prune_after and trial.should_prune():
                 trial.set_user_attr("pruned_reason", f"pruner stopped it after n={n}")
                 plan.outcome = "pruned"
 
@@ -290,6 +291,18 @@ class TrialObjective:
             "device": device_label(self.ctx.device),
             "torch": torch.__version__,
         }
+
+
+def stages(sizes: tuple[int, ...], prune_after: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The curve's sizes cut after each size in ``prune_after``: what trains together
+    between two questions to the pruner. ``stages((25, 50, 100, 200), (50,))`` is
+    ``[(25, 50), (100, 200)]``."""
+    out: list[tuple[int, ...]] = [()]
+    for n in sizes:
+        out[-1] += (n,)
+        if n in prune_after and n != sizes[-1]:
+            out.append(())
+    return out
 
 
 def _by_algorithm(plans: list[TrialPlan]) -> list[list[TrialPlan]]:

@@ -50,7 +50,7 @@ SECTIONS: dict[str, set[str]] = {
     "curve": {"sizes", "seeds", "test_size"},
     "objective": {"name", "target", "metric"},
     "search": {"models", "algorithms", "pairs", "n_trials", "timeout", "seed", "sampler",
-               "pruner", "space", "trials_per_batch", "trial_timeout"},
+               "pruner", "prune_after", "space", "trials_per_batch", "trial_timeout"},
 }
 DTYPES = ("float32", "float64")
 ENGINES = ("fused", "loop")
@@ -146,6 +146,9 @@ class StudySpec:
     seed: int | None
     sampler: Pluggable
     pruner: Pluggable
+    #: Sizes after which the pruner is asked; the sizes up to each train as one stage.
+    #: Empty: no pruner. Default: every size but the last.
+    prune_after: tuple[int, ...] = ()
 
     @staticmethod
     def pair_label(model: str, algorithm: str) -> str:
@@ -341,8 +344,10 @@ def build_spec(
     models, algorithms, pairs, excluded = _build_search(se, registry, info, pb)
     sampler = _build_pluggable(se.get("sampler", "tpe"), "search.sampler", SAMPLERS,
                                optuna.samplers, SAMPLER_DEFAULTS, pb, seed)
+    problems = len(pb.items)
     pruner = _build_pluggable(se.get("pruner", "median"), "search.pruner", PRUNERS,
                               optuna.pruners, PRUNER_DEFAULTS, pb, None)
+    prune_after = _build_prune_after(se, pruner, grid, pb, len(pb.items) > problems)
 
     if pb.items:
         raise StudyFileError(source, pb.items)
@@ -356,13 +361,43 @@ def build_spec(
         trial_timeout=None if trial_timeout is None else float(trial_timeout),
         heartbeat_interval=float(heartbeat), grace_period=float(grace),
         seed=seed, sampler=sampler,
-        pruner=pruner,
+        pruner=pruner, prune_after=prune_after,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _build_prune_after(se: Mapping[str, Any], pruner: Pluggable, grid: Grid | None,
+                       pb: _Problems, bad_pruner: bool) -> tuple[int, ...]:
+    """``search.prune_after``: curve sizes, increasing, before the largest; by default every
+    size but the largest, and nothing without a pruner."""
+    nop = pruner.cls_name == "NopPruner"
+    if "prune_after" not in se:
+        return () if nop or grid is None else grid.sizes[:-1]
+    value = se["prune_after"]
+    key = "search.prune_after"
+    if nop and not bad_pruner:
+        pb.add(key, "needs a pruner: set search.pruner (e.g. \"median\"), or remove "
+                    "prune_after")
+        return ()
+    if nop:
+        return ()
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        pb.add(key, f"must be a non-empty list of training sizes, got {value!r}")
+        return ()
+    if grid is None:
+        return ()
+    bad = [v for v in value if v not in grid.sizes[:-1]]
+    if bad:
+        pb.add(key, f"{bad} not among the curve's sizes before the largest "
+                    f"{list(grid.sizes[:-1])} (the pruner is asked after these sizes)")
+    elif list(value) != sorted(set(value)):
+        pb.add(key, f"must be strictly increasing, got {value}")
+    return tuple(value)
 
 
 def _table(doc: Mapping[str, Any], key: str, pb: _Problems) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from dmisearch_builtins.layers import (
     circular_conv_fourier,
     conv_bmm,
     fourier_saving,
+    oriented_baddbmm,
     same_pad,
 )
 
@@ -300,6 +301,37 @@ def test_batched_conv_takes_the_fourier_form_where_it_saves_work(monkeypatch, f6
             conv.weight.mul_(2)
             conv.bias.neg_()
         torch.testing.assert_close(y[:, 16:], conv(x[:, 16:]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("rows,inner,cols", [(40, 7, 3), (40, 7, 1), (3, 7, 5), (6, 5, 20),
+                                             (17, 4, 15)])
+def test_oriented_product_is_baddbmm(monkeypatch, rows, inner, cols, dtype):
+    """``oriented_baddbmm`` against ``torch.baddbmm``: value and every gradient, for narrow
+    results (computed transposed), wide ones and the boundary; and the narrow case really
+    takes the transposed form."""
+    import dmisearch_builtins.layers as layers
+
+    g = torch.Generator().manual_seed(1)
+    leaves = [torch.randn(*s, generator=g, dtype=dtype, requires_grad=True)
+              for s in ((4, 1, cols), (4, rows, inner), (4, cols, inner))]
+    bias, a, bt = leaves
+    b = bt.mT  # a transposed weight, as Dense passes it
+    calls = []
+    real = torch.baddbmm
+    monkeypatch.setattr(layers.torch, "baddbmm", lambda *x: calls.append(
+        tuple(x[0].shape)) or real(*x))
+    out = oriented_baddbmm(bias, a, b)
+    narrow = cols < layers.NARROW and rows > cols
+    assert calls == [(4, cols, 1) if narrow else (4, 1, cols)]
+    monkeypatch.setattr(layers.torch, "baddbmm", real)
+    ref = torch.baddbmm(bias, a, b)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    grad_out = torch.randn(ref.shape, generator=g, dtype=dtype)
+    for got, want in zip(torch.autograd.grad(out, leaves, grad_out),
+                         torch.autograd.grad(ref, leaves, grad_out), strict=True):
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("nd,padding,k", CONV_CASES)

@@ -139,6 +139,30 @@ def test_pruner_stops_after_the_first_size(tiny_doc, test_registry):
     assert study.trials[0].user_attrs["pruned_reason"] == "pruner stopped it after n=8"
 
 
+@pytest.mark.parametrize("prune_after,stopped_at", [(None, 8), ([16], 16), ([8, 16], 8)])
+def test_prune_after_sets_where_the_pruner_is_asked(tiny_doc, test_registry, prune_after,
+                                                     stopped_at):
+    """A pruner that stops everything stops each trial at the first size of
+    ``prune_after`` (by default every size but the last), with that stage's whole curve,
+    and never after the largest size."""
+    doc = _mean_test_doc(tiny_doc, ["mean_test"], 2)
+    doc["curve"]["sizes"] = [8, 16, 24]
+    doc["search"]["pruner"] = {"name": "threshold", "upper": -100.0}
+    if prune_after is not None:
+        doc["search"]["prune_after"] = prune_after
+    study = run_study(build_spec(doc, test_registry, storage="memory"))
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs["pruned_reason"] == f"pruner stopped it after n={stopped_at}"
+        assert sorted(set(t.user_attrs["curve"]["size"])) == [n for n in (8, 16)
+                                                              if n <= stopped_at]
+        assert sorted(t.intermediate_values) == [n for n in (8, 16) if n <= stopped_at]
+    doc["search"]["prune_after"] = [8, 16]
+    doc["search"]["pruner"] = {"name": "threshold", "upper": 100.0}  # stops nothing
+    for t in run_study(build_spec(doc, test_registry, storage="memory")).trials:
+        assert t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [8, 16, 24]
+
+
 def test_interrupt_marks_the_trial_failed_and_rerun_resumes(tiny_doc, test_registry, journal,
                                                             monkeypatch):
     from testplugins import Interrupting
@@ -237,11 +261,19 @@ def test_loop_engine_gives_the_fused_results(tiny_doc, registry):
             b.user_attrs["curve"]["test_error"], rel=1e-4)
 
 
-def test_pruner_trains_size_by_size_and_none_trains_the_curve_at_once(tiny_doc, registry):
+def test_pruner_trains_in_stages_and_none_trains_the_curve_at_once(tiny_doc, registry):
     from dmisearch.objective import StudyData, TrialObjective, make_context
 
-    for pruner, stages in (("median", [(8,), (16,)]), ("none", [(8, 16)])):
+    tiny_doc["curve"]["sizes"] = [8, 16, 24, 32]
+    for pruner, prune_after, stages in (
+            ("median", None, [(8,), (16,), (24,), (32,)]),
+            ("median", [16], [(8, 16), (24, 32)]),
+            ("median", [8, 24], [(8,), (16, 24), (32,)]),
+            ("none", None, [(8, 16, 24, 32)])):
         tiny_doc["search"]["pruner"] = pruner
+        tiny_doc["search"].pop("prune_after", None)
+        if prune_after is not None:
+            tiny_doc["search"]["prune_after"] = prune_after
         spec = build_spec(tiny_doc, registry, storage="memory")
         ctx = make_context(spec)
         assert TrialObjective(spec, StudyData.prepare(spec, ctx), ctx).stages == stages

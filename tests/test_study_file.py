@@ -39,7 +39,8 @@ def test_quickstart_spec(registry):
     assert spec.info.input_shape == (1, 8, 8) and spec.metric == "error_rate"
     assert len(spec.pairs) == 8 and spec.excluded == ()
     assert type(spec.make_sampler()).__name__ == "TPESampler"
-    assert type(spec.make_pruner()).__name__ == "NopPruner" and spec.trials_per_batch == 4
+    assert type(spec.make_pruner()).__name__ == "MedianPruner" and spec.trials_per_batch == 4
+    assert spec.prune_after == (50,)
 
 
 def test_tiny_spec_and_overrides(tiny_doc, registry):
@@ -101,6 +102,16 @@ def test_log_spaced_sizes(tiny_doc, registry):
      "search.sampler.n_startup", "did you mean 'n_startup_trials'"),
     (lambda d: d["search"].update(pruner={"name": "percentile", "percentile": 150.0}),
      "search.pruner", "failed"),
+    (lambda d: d["search"].update(prune_after=[8]), "search.prune_after", "needs a pruner"),
+    (lambda d: d["search"].update(pruner="median", prune_after=[12]), "search.prune_after",
+     "[12] not among the curve's sizes before the largest [8]"),
+    (lambda d: d["search"].update(pruner="median", prune_after=[16]), "search.prune_after",
+     "[16] not among"),
+    (lambda d: d["search"].update(pruner="median", prune_after=8), "search.prune_after",
+     "must be a non-empty list of training sizes, got 8"),
+    (lambda d: (d["curve"].update(sizes=[8, 16, 24]),
+                d["search"].update(pruner="median", prune_after=[16, 8])),
+     "search.prune_after", "strictly increasing"),
     (lambda d: d["study"].update(dtype="float16"), "study.dtype", "float32, float64"),
     (lambda d: d["study"].update(device="gpu"), "study.device", "auto, cpu, cuda or cuda:N"),
 ])
