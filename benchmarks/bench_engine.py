@@ -8,8 +8,9 @@ order) are trained for STEPS steps of SGD with momentum on a regression task, by
 * ``fused``: ``dmisearch.engine.train``, all K jobs as one program.
 
 Both include building the models and predicting the test set, so the rates are what a trial
-sees; each is the median of ``--repeat`` runs. The loop's rate does not depend on K; it is
-measured once per architecture, on ``--loop-models`` models. On CUDA the fused engine runs twice,
+sees; each is the median of ``--repeat`` runs, and the loop's and the engine's runs
+alternate, so that a machine whose speed drifts slows both alike. The loop's rate does not
+depend on K; it is measured on ``--loop-models`` models. On CUDA the fused engine runs twice,
 eagerly and with its training step captured in a CUDA graph (the default; ``engine.py``).
 
     python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 100]
@@ -29,6 +30,7 @@ import math
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -99,42 +101,49 @@ def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.dev
     return [engine.Member(model, algo, j) for j in jobs], ctx, flops
 
 
-def rates(run, members: list, steps: int, device: torch.device, repeat: int
-          ) -> tuple[float, float]:
-    """Model-steps/s of ``run(members)``: whole runs, and the step loops alone (timed by
-    ``training.step_clock`` between device syncs; building and predicting excluded)."""
-    run(members[:2])  # warm-up
-    whole, per_step = [], []
+def rates(runs: dict[str, tuple[Callable, list]], steps: int, device: torch.device,
+          repeat: int) -> dict[str, tuple[float, float]]:
+    """Model-steps/s of each ``run(members)`` in ``runs``: whole runs, and the step loops
+    alone (timed by ``training.step_clock`` between device syncs; building and predicting
+    excluded). The runs alternate, ``repeat`` rounds, so that a machine whose speed drifts
+    (a shared or throttled CPU) slows them alike; medians over the rounds."""
+    for run, members in runs.values():
+        run(members[:2])  # warm-up
+    whole: dict[str, list[float]] = {name: [] for name in runs}
+    per_step: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
-        training.STEP_TIMES = []
-        try:
-            whole.append(timed(lambda: run(members), device, 1))
-            loops = training.STEP_TIMES
-        finally:
-            training.STEP_TIMES = None
-        per_step.append(sum(m * s for m, s, _ in loops) / sum(t for _, _, t in loops))
-    k = len(members)
-    return k * steps / statistics.median(whole), statistics.median(per_step)
+        for name, (run, members) in runs.items():
+            training.STEP_TIMES = []
+            try:
+                seconds = timed(lambda run=run, members=members: run(members), device, 1)
+                loops = training.STEP_TIMES
+            finally:
+                training.STEP_TIMES = None
+            whole[name].append(len(members) * steps / seconds)
+            per_step[name].append(sum(m * s for m, s, _ in loops) / sum(t for _, _, t in loops))
+    return {name: (statistics.median(whole[name]), statistics.median(per_step[name]))
+            for name in runs}
 
 
-def loop_rates(arch_name: str, steps: int, preset: dict, device: torch.device,
-               repeat: int, models: int = LOOP_MODELS) -> tuple[float, float]:
-    members, ctx, _ = workload(arch_name, models, steps, preset, device)
-    return rates(lambda ms: [train_one(m.algo, m.model, m.job, ctx) for m in ms], members,
-                 steps, device, repeat)
-
-
-def fused_rates(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
-                repeat: int) -> dict[str, float]:
-    """Model-steps/s of the engine's default (``fused``, ``fused_step``: whole runs, per
-    step) and, on CUDA, of whole runs without CUDA graphs (``eager``)."""
+def side_by_side(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
+                 repeat: int, loop_models: int = LOOP_MODELS) -> dict[str, float]:
+    """The loop (on ``loop_models`` models: its rate does not depend on K) and the engine's
+    default on K models, alternating; on CUDA also the engine without CUDA graphs
+    (``eager``). Model-steps/s: ``loop``, ``loop_step``, ``fused``, ``fused_step``,
+    ``eager``; and the fused step's TFLOP/s."""
     members, ctx, flops = workload(arch_name, k, steps, preset, device)
-    out = {}
-    out["fused"], out["fused_step"] = rates(lambda ms: engine.train(ms, ctx), members, steps,
-                                            device, repeat)
+    runs = {
+        "loop": (lambda ms: [train_one(m.algo, m.model, m.job, ctx) for m in ms],
+                 members[:loop_models] if k >= loop_models else
+                 workload(arch_name, loop_models, steps, preset, device)[0]),
+        "fused": (lambda ms: engine.train(ms, ctx), members),
+    }
     if device.type == "cuda":
         eager = dataclasses.replace(ctx, cuda_graphs=False)
-        out["eager"] = k * steps / timed(lambda: engine.train(members, eager), device, repeat)
+        runs["eager"] = (lambda ms: engine.train(ms, eager), members)
+    got = rates(runs, steps, device, repeat)
+    out = {name: r[0] for name, r in got.items()}
+    out["loop_step"], out["fused_step"] = got["loop"][1], got["fused"][1]
     out["tflops"] = out["fused_step"] * flops / 1e12
     return out
 
@@ -165,14 +174,13 @@ def main() -> None:
     print(f"{'arch':8} {'K':>5} {'loop':>10} {'fused':>10}" + (f" {'eager':>10}" if cuda else "")
           + f" {'ratio':>8}   {'loop':>10} {'fused':>10} {'ratio':>8} {'TFLOP/s':>8}")
     for arch in args.archs.split(","):
-        loop, loop_step = loop_rates(arch, args.steps, preset, device, args.repeat,
-                                     args.loop_models)
         for k in (int(x) for x in args.ks.split(",")):
-            r = fused_rates(arch, k, args.steps, preset, device, args.repeat)
-            print(f"{arch:8} {k:>5} {loop:>10.0f} {r['fused']:>10.0f}"
+            r = side_by_side(arch, k, args.steps, preset, device, args.repeat, args.loop_models)
+            print(f"{arch:8} {k:>5} {r['loop']:>10.0f} {r['fused']:>10.0f}"
                   + (f" {r['eager']:>10.0f}" if cuda else "")
-                  + f" {r['fused'] / loop:>7.1f}x   {loop_step:>10.0f} {r['fused_step']:>10.0f}"
-                  f" {r['fused_step'] / loop_step:>7.1f}x {r['tflops']:>8.3f}", flush=True)
+                  + f" {r['fused'] / r['loop']:>7.1f}x   {r['loop_step']:>10.0f} "
+                  f"{r['fused_step']:>10.0f} {r['fused_step'] / r['loop_step']:>7.1f}x"
+                  f" {r['tflops']:>8.3f}", flush=True)
     print("(model-steps/s; fused: the engine's default" + (", with CUDA graphs; eager: without"
                                                           if cuda else "") + ")")
 

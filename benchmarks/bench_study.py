@@ -6,11 +6,11 @@ Runs a study file in one process, on in-memory Optuna storage, in up to three wa
   each of its networks trained by a plain PyTorch loop, one after another (what a plain
   Optuna objective with a PyTorch loop does);
 * ``fused``: the engine with trials asked ``--batch`` at a time;
-* ``loop, replayed``: the fused run's own trials (same parameters, same order) trained
-  again one model at a time, outside Optuna. The two sampled studies draw different
-  trials (a batch of four is sampled before any of it is told), so their architectures
-  differ; the replay compares identical work, and checks that each trial's objective
-  value repeats.
+* ``loop, replayed``: the fused run's own trials (same parameters, same order; a pruned
+  trial up to the stage where it stopped) trained again one model at a time, outside
+  Optuna. The two sampled studies draw different trials (a batch of four is sampled
+  before any of it is told), so their architectures differ; the replay compares identical
+  work, and checks that each complete trial's objective value repeats.
 
 For each it prints the wall time, trials per hour, and the share of the wall time spent
 outside training (sampler, storage, metrics, Python): the time inside ``engine.train`` /
@@ -81,20 +81,26 @@ def measure(spec) -> dict:
 
 
 def replay(spec, study: optuna.Study) -> dict:
-    """Train ``study``'s complete trials again under ``spec`` (one model at a time)."""
+    """Train ``study``'s finished trials again under ``spec`` (one model at a time): a
+    complete trial's whole curve, a pruned one's stages up to where it stopped."""
     ctx = make_context(spec)
     objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
-    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    stages = objective.stages
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    trials = [t for t in study.trials if t.state in done]
     t0 = time.perf_counter()
-    values = []
+    values = {}
     for t in trials:
+        reached = max(t.user_attrs["curve"]["size"])
+        objective.stages = [s for s in stages if s[0] <= reached]
         plan = objective.plan(optuna.trial.FixedTrial(t.params, number=t.number))
         objective.execute([plan])
-        values.append(plan.value)
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            values[t.number] = plan.value
     wall = time.perf_counter() - t0
-    gap = max((abs(v - t.value) for v, t in zip(values, trials, strict=True)), default=0.0)
+    gap = max((abs(v - study.trials[n].value) for n, v in values.items()), default=0.0)
     return {"wall": wall, "trials": len(trials), "per_hour": 3600 * len(trials) / wall,
-            "overhead": float("nan"), "best": min(values, default=float("nan")),
+            "overhead": float("nan"), "best": min(values.values(), default=float("nan")),
             "value_gap": gap}
 
 

@@ -321,6 +321,7 @@ def test_oriented_product_is_baddbmm(monkeypatch, rows, inner, cols, dtype):
     real = torch.baddbmm
     monkeypatch.setattr(layers.torch, "baddbmm", lambda *x: calls.append(
         tuple(x[0].shape)) or real(*x))
+    monkeypatch.setattr(layers, "ORIENT_MIN_MACS", 0)
     out = oriented_baddbmm(bias, a, b)
     narrow = cols < layers.NARROW and rows > cols
     assert calls == [(4, cols, 1) if narrow else (4, 1, cols)]

@@ -102,8 +102,11 @@ class Dense(_Affine):
 
 
 #: :func:`oriented_baddbmm`: on the CPU, a batched product with fewer result columns than
-#: this (and more rows than columns) is computed transposed.
+#: this (and more rows than columns) is computed transposed, when the layer's product has
+#: at least ``ORIENT_MIN_MACS`` multiply-adds: below that, the saving (a few microseconds)
+#: is less than the cost of the autograd function that turns the backward products.
 NARROW = 16
+ORIENT_MIN_MACS = 2**20
 
 
 def oriented_baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -112,20 +115,25 @@ def oriented_baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> to
     transposed view of the same values) when its result has fewer than ``NARROW`` columns
     and more rows than columns.
 
-    MKL's batched products with a narrow result, such as a readout to 10 classes, ran up to
-    18x slower than the same products transposed (``benchmarks/RESULTS.md``: 8 jobs of a
-    1024 x 32 by 32 x 10 product, 1.9 ms against 0.11 ms on a 2-core EPYC). Each product
-    is oriented on its own: transposing the forward product alone would make autograd
-    return the input's gradient transposed, and the layers before it would pay for that.
+    MKL's batched products with a narrow result, such as a readout to 10 classes, ran
+    1.3-4.4x slower than the same products transposed, and one such backward product 7x
+    (``benchmarks/RESULTS.md``, 2-core EPYC). Each product is oriented on its own:
+    transposing the forward product alone would make autograd return the input's gradient
+    transposed, and the layers before it would pay for that.
     """
-    if a.device.type != "cpu":
-        return torch.baddbmm(bias, a, b)
+    rows, inner, cols = a.shape[-2], a.shape[-1], b.shape[-1]
+    if (a.device.type != "cpu" or a.shape[0] * rows * inner * cols < ORIENT_MIN_MACS
+            or not (_narrow(rows, cols) or _narrow(rows, inner) or _narrow(inner, cols))):
+        return torch.baddbmm(bias, a, b)  # nothing to turn, or too little to pay
     return _OrientedBaddbmm.apply(bias, a, b)
 
 
+def _narrow(rows: int, cols: int) -> bool:
+    return cols < NARROW and rows > cols
+
+
 def _bmm(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    rows, cols = x.shape[-2], y.shape[-1]
-    if cols < NARROW and rows > cols:
+    if _narrow(x.shape[-2], y.shape[-1]):
         return (torch.bmm(y.mT, x.mT) if bias is None
                 else torch.baddbmm(bias.mT, y.mT, x.mT)).mT
     return torch.bmm(x, y) if bias is None else torch.baddbmm(bias, x, y)
