@@ -49,11 +49,11 @@ DMISEARCH_TEST_DEVICE=$DEVICE step tests 70 python3 -m pytest -q -p no:cacheprov
     --timeout 60 tests/test_engine.py \
     "tests/test_ranking.py::test_cuda_is_used_when_asked_or_refused_clearly"
 step engine 140 python3 benchmarks/bench_engine.py --device $DEVICE --steps 50 --repeat 2 \
-    --loop-models 4 --archs fcn,cnn_gap --ks 1,16,256,1024
+    --loop-models 2 --archs fcn,cnn_gap --ks 1,16,256,1024
 step study_cnn_gap 100 python3 benchmarks/bench_study.py benchmarks/studies/cnn_gap.toml \
     --device $DEVICE --n-trials 32 --batch 16 --loop-trials 1 --skip-replay
 step engine_tf32 60 python3 benchmarks/bench_engine.py --device $DEVICE --steps 50 --repeat 2 \
-    --loop-models 4 --archs fcn,cnn_gap --ks 256,1024 --tf32
+    --loop-models 2 --archs fcn,cnn_gap --ks 256,1024 --tf32
 step quickstart 40 python3 benchmarks/bench_study.py studies/quickstart.toml --device $DEVICE \
     --batch 16 --skip-loop --skip-replay
 step conv 25 python3 benchmarks/bench_conv.py --device $DEVICE
