@@ -113,7 +113,8 @@ def oriented_baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> to
     """``torch.baddbmm(bias, a, b)`` for a bias of shape (B, 1, N), with each of the three
     products of the forward and backward passes computed on the CPU as ``(y^T x^T)^T`` (a
     transposed view of the same values) when its result has fewer than ``NARROW`` columns
-    and more rows than columns.
+    and more rows than columns, and the product has at least ``ORIENT_MIN_MACS``
+    multiply-adds; else plain ``torch.baddbmm``. Same values, to rounding.
 
     MKL's batched products with a narrow result, such as a readout to 10 classes, ran
     1.3-4.4x slower than the same products transposed, and one such backward product 7x
@@ -330,11 +331,13 @@ def circular_conv_fourier(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
     # (x_re + i x_im) (u_re + i u_im), summed over input channels: (K * F, n, c_out)
     y_re = torch.baddbmm(torch.bmm(x_re, u_re), x_im, u_im, alpha=-1)
     y_im = torch.baddbmm(torch.bmm(x_re, u_im), x_im, u_re)
-    # back to positions: (K, n * c_out, S)
-    y_re = y_re.reshape(jobs, freqs, n * c_out).transpose(1, 2)
-    y_im = y_im.reshape(jobs, freqs, n * c_out).transpose(1, 2)
-    y = torch.baddbmm(torch.bmm(y_re, each_job(inv[:freqs])), y_im, each_job(inv[freqs:]))
-    y = y.reshape(jobs, n, c_out * size).transpose(0, 1).reshape(n, jobs * c_out, *spatial)
+    # back to positions: (K, S, n * c_out). The spectra are read as they lie (F, n * c_out
+    # per job), so their gradients come back contiguous: read transposed, a single job's
+    # gradient was a view whose batch stride is 1, and its products ran matrix by matrix
+    y_re = y_re.reshape(jobs, freqs, n * c_out)
+    y_im = y_im.reshape(jobs, freqs, n * c_out)
+    y = torch.baddbmm(torch.bmm(each_job(inv[:freqs].T), y_re), each_job(inv[freqs:].T), y_im)
+    y = y.reshape(jobs, size, n, c_out).permute(2, 0, 3, 1).reshape(n, jobs * c_out, *spatial)
     return y + b.reshape(1, -1, *([1] * len(spatial)))
 
 
