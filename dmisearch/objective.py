@@ -144,6 +144,8 @@ class TrialObjective:
         self.labels = [spec.pair_label(m, a) for m, a in spec.pairs]
         self.floor = floor_for(spec.metric, spec.grid.test_size, data.baseline)  # type: ignore
         self.stages = stages(spec.grid.sizes, spec.prune_after)
+        #: sizes after which the pruner is asked: the ends of every stage but the last
+        self.prune_points = frozenset(s[-1] for s in self.stages[:-1])
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan = self.plan(trial)
@@ -245,7 +247,7 @@ class TrialObjective:
             sizes = np.array(spec.grid.sizes[: len(plan.means)])
             trial.report(spec.objective.intermediate(
                 sizes, np.array(plan.means), self.data.baseline, self.floor), step=n)
-            if n in self.spec.prune_after and trial.should_prune():
+            if n in self.prune_points and trial.should_prune():
                 trial.set_user_attr("pruned_reason", f"pruner stopped it after n={n}")
                 plan.outcome = "pruned"
 

@@ -379,11 +379,10 @@ def _build_prune_after(se: Mapping[str, Any], pruner: Pluggable, grid: Grid | No
         return () if nop or grid is None else grid.sizes[:-1]
     value = se["prune_after"]
     key = "search.prune_after"
-    if nop and not bad_pruner:
-        pb.add(key, "needs a pruner: set search.pruner (e.g. \"median\"), or remove "
-                    "prune_after")
-        return ()
-    if nop:
+    if nop:  # a pruner that failed to build has been reported already
+        if not bad_pruner:
+            pb.add(key, "needs a pruner: set search.pruner (e.g. \"median\"), or remove "
+                        "prune_after")
         return ()
     if (not isinstance(value, list) or not value
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
