@@ -169,3 +169,39 @@ def test_a_device_without_the_kernels_falls_back_to_foreach(cls, monkeypatch):
     assert not opt.fused
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12
+
+
+@pytest.mark.parametrize("cls", [FusedSGD, FusedAdam])
+def test_whole_vector_slices_go_to_the_kernel_as_runs_with_each_jobs_own_bits(cls, monkeypatch):
+    """Where a job's slice is whole vectors (64 float32 here), each run of consecutive jobs
+    of a group goes to the kernel as one slice of the stack; other stacks (20 elements a
+    job, a vector tail each) go per job. Either way a job's bits are those it gets trained
+    alone, in float32."""
+    table = SGD_HYPER if cls is FusedSGD else ADAM_HYPER
+    hyper = {k: torch.tensor(v, dtype=torch.float64) for k, v in table.items()}  # [0, 1] share
+    g = torch.Generator().manual_seed(1)
+    stacks = [torch.randn(K, 8, 8, generator=g), torch.randn(K, 20, generator=g)]
+    extra = {"steps": 6} if cls is FusedAdam else {}
+    kernel, calls = getattr(torch, cls.kernel), []
+    monkeypatch.setattr(torch, cls.kernel, lambda params, *a, **kw: (
+        calls.append([tuple(p.shape) for p in params]), kernel(params, *a, **kw)))
+
+    alone = []
+    for j in range(K):
+        one = [p[j:j + 1].clone() for p in stacks]
+        opt = cls(one, {k: v[j:j + 1] for k, v in hyper.items()}, **extra)
+        for t in range(6):  # job j's slice of the stack's gradients
+            for p, grad in zip(one, _grads(t, stacks), strict=True):
+                p.grad = grad[j:j + 1]
+            opt.step()
+        alone.append(one)
+    calls.clear()
+    opt = cls(stacks, hyper, **extra)
+    _fused(opt, stacks, 6)
+    assert opt.kernel_path
+    # per step: group [0, 1] gets the 64-element stack as one run and the 20-element one
+    # per job; groups [2] and [3] one slice of each
+    assert calls[:3] == [[(2, 8, 8), (20,), (20,)], [(1, 8, 8), (20,)], [(1, 8, 8), (20,)]]
+    for j in range(K):
+        for p, a in zip(stacks, alone[j], strict=True):
+            assert torch.equal(p[j:j + 1], a)
