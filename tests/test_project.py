@@ -16,7 +16,8 @@ def readme_commands() -> list[str]:
 def test_readme_starts_with_the_two_setup_commands():
     run, test = readme_commands()[:2]
     assert run.endswith("dmisearch run studies/quickstart.toml")
-    assert test.endswith("python -m pytest")
+    # the everyday suite (pyproject's addopts leave out the slow tests), then the slow ones
+    assert test.endswith("python -m pytest && python -m pytest -m slow")
     assert (ROOT / "studies" / "quickstart.toml").is_file()
 
 
