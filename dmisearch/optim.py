@@ -114,7 +114,8 @@ class FusedOptimizer:
         # the permuted stack is contiguous (one permute per tensor, not one per job)
         self._perms = [(0, *(d + 1 for d in _memory_order(p[0]))) for p in self.params
                        ] if self.fused else []
-        self._whole = [p[0].numel() % WHOLE_VECTORS == 0 for p in self.params]
+        self._whole = [p[0].numel() % WHOLE_VECTORS == 0 for p in self.params
+                       ] if self.fused else []
         self._runs = [_runs(idx) for _, idx in self.groups]
         self._views: dict[tuple[str, int], list[torch.Tensor]] = {}
         self.kernel_path = False  # whether the last step ran the fused kernels
