@@ -265,7 +265,8 @@ def test_batched_matmul_form_is_the_grouped_convolution(spatial, k, padding, dty
         dtype)
 
 
-def test_batched_matmul_form_is_for_wide_1d_cuda_without_tf32(monkeypatch):
+def test_batched_matmul_form_is_for_wide_1d_cuda_without_tf32_and_1d_cpu_first_layers(
+        monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert bmm_pays(cuda, 1, 16, 64) and bmm_pays(cuda, 1, 256, 64)
@@ -273,6 +274,9 @@ def test_batched_matmul_form_is_for_wide_1d_cuda_without_tf32(monkeypatch):
     assert not bmm_pays(cuda, 2, 256, 64) and not bmm_pays(cpu, 1, 256, 64)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     assert not bmm_pays(cuda, 1, 256, 64)
+    # the CPU: 1-D with one input channel per job, any number of jobs; not 2-D, not wider
+    assert bmm_pays(cpu, 1, 1, 1) and bmm_pays(cpu, 1, 64, 1)
+    assert not bmm_pays(cpu, 2, 16, 1) and not bmm_pays(cpu, 1, 16, 2)
 
 
 def test_batched_conv_takes_the_fourier_form_where_it_saves_work(monkeypatch, f64):

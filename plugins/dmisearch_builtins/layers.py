@@ -227,8 +227,9 @@ class Conv(_Affine):
 
         One grouped convolution; or, for a circular convolution on the CPU whose Fourier
         form needs fewer multiply-adds (``FOURIER_MIN_SAVING``: small feature maps, many
-        channels, wide filters), :func:`circular_conv_fourier`; or, on CUDA where cuDNN's
-        grouped convolutions are slow (:func:`bmm_pays`), :func:`conv_bmm`.
+        channels, wide filters), :func:`circular_conv_fourier`; or, where grouped
+        convolutions are slow (:func:`bmm_pays`: wide 1-D ones on CUDA, 1-D ones with one
+        input channel on the CPU), :func:`conv_bmm`.
         """
         k = w.shape[0]
         w, b = self.scale(w, b)
@@ -349,9 +350,16 @@ def bmm_pays(device: torch.device, nd: int, jobs: int, c_in: int) -> bool:
     64 -> 64 channels took 10.7 ms in cuDNN's grouped convolution and 3.0 ms as a batched
     product (3.6x), 16 such jobs 1.5x; 256 jobs with one input channel 0.99x, 10 jobs of
     32 channels 0.73-1.00x. With TF32 allowed cuDNN won (0.7-0.9x). So: CUDA, 1-D, cuDNN's
-    TF32 off, and at least ``BMM_MIN_INPUTS`` input channels over all jobs. On the CPU the
-    grouped convolution was 2-3x faster.
+    TF32 off, and at least ``BMM_MIN_INPUTS`` input channels over all jobs.
+
+    On the CPU (2-core Sapphire Rapids, oneDNN; weight and bias gradients, batch 32) the
+    batched product won for 1-D maps with one input channel per job, a network's first
+    layer on a signal: 1.1-2.5x over 1, 4, 16 and 64 jobs, 16 or 64 channels out, filters
+    3 and 5, maps of 32 and 64. From two input channels on, the grouped convolution won
+    as often as not (0.5-2.9x), and on 2-D maps it won from 3 jobs on (0.54-0.92x).
     """
+    if device.type == "cpu":
+        return nd == 1 and c_in == 1
     return (nd == 1 and device.type == "cuda" and not torch.backends.cudnn.allow_tf32
             and jobs * c_in >= BMM_MIN_INPUTS)
 
