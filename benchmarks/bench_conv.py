@@ -7,8 +7,9 @@ backward (gradients for the input, the weights and the biases) of
   (``layers.same_pad``), what ``Conv.batched`` runs when the Fourier form does not pay;
 * ``fourier``: ``layers.circular_conv_fourier``,
 * ``bmm`` (1-D only): the receptive fields gathered job-major, ``(K, n * L, c_in * k)``, one
-  batched matrix product with the filters, and the result permuted back: a candidate form
-  for GPUs, where cuDNN's grouped convolutions are slow,
+  batched matrix product with the filters, and the result permuted back: the form
+  ``layers.conv_bmm`` takes for wide 1-D convolutions on GPUs, where cuDNN's grouped
+  convolutions are slow, and for 1-D ones with one input channel on the CPU,
 
 side by side in one run (median of ``--repeat`` runs of ``--iters`` iterations), and prints
 the multiply-add saving the engine's rule predicts (``layers.fourier_saving``), whether the
@@ -47,6 +48,8 @@ CASES = [
     (10, 16, 16, 3, (8, 8)),
     (10, 32, 32, 5, (64,)),
     (10, 32, 32, 3, (64,)),
+    (16, 1, 16, 3, (32,)),  # a first layer on a 1-D signal
+    (64, 1, 16, 5, (64,)),
     (4, 32, 32, 5, (16, 16)),
 ]
 
