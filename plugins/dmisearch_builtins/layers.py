@@ -352,11 +352,13 @@ def bmm_pays(device: torch.device, nd: int, jobs: int, c_in: int) -> bool:
     32 channels 0.73-1.00x. With TF32 allowed cuDNN won (0.7-0.9x). So: CUDA, 1-D, cuDNN's
     TF32 off, and at least ``BMM_MIN_INPUTS`` input channels over all jobs.
 
-    On the CPU (2-core Sapphire Rapids, oneDNN; weight and bias gradients, batch 32) the
-    batched product won for 1-D maps with one input channel per job, a network's first
-    layer on a signal: 1.1-2.5x over 1, 4, 16 and 64 jobs, 16 or 64 channels out, filters
-    3 and 5, maps of 32 and 64. From two input channels on, the grouped convolution won
-    as often as not (0.5-2.9x), and on 2-D maps it won from 3 jobs on (0.54-0.92x).
+    On the CPU (2-core Emerald Rapids Xeon, oneDNN; weight and bias gradients, batch 32)
+    the batched product won for 1-D maps with one input channel per job, a network's first
+    layer on a signal: 1.1-2.5x as fast over 1, 4, 16 and 64 jobs, 16 or 64 channels out,
+    filters 3 and 5, maps of 32 and 64. With 2 to 8 input channels neither form won
+    consistently (the batched product 0.5-2.9x as fast), with 32 the grouped convolution
+    won (the batched product 0.36-0.55x as fast, ``benchmarks/bench_conv.py``), and on
+    2-D maps it won from 3 jobs on (0.54-0.92x).
     """
     if device.type == "cpu":
         return nd == 1 and c_in == 1
