@@ -56,6 +56,7 @@ step engine_tf32 60 python3 benchmarks/bench_engine.py --device $DEVICE --steps 
     --loop-models 2 --archs fcn,cnn_gap --ks 256,1024 --tf32
 step quickstart 40 python3 benchmarks/bench_study.py studies/quickstart.toml --device $DEVICE \
     --batch 16 --skip-loop --skip-replay
-step conv 25 python3 benchmarks/bench_conv.py --device $DEVICE
+step conv_build 40 bash -c "python3 benchmarks/bench_conv.py --device $DEVICE && \
+    python3 benchmarks/bench_build.py --device $DEVICE --repeat 2"
 step profile 40 python3 benchmarks/profile_engine.py --device $DEVICE --arch fcn --k 1024
 echo "total $(($(date +%s) - start)) s" | tee -a "$OUT/summary.log"

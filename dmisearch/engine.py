@@ -6,7 +6,8 @@ kernel launches. The engine instead trains K jobs as one program:
 
 * **Parameters** of the K jobs' modules (each built by ``training.build_module`` from its
   own seed, exactly as the reference loop builds it) are stacked along a leading model axis
-  (``torch.func.stack_module_state``).
+  (as ``torch.func.stack_module_state`` stacks them; ``build_stacked`` streams the builds
+  into place).
 * **Forward**: ``Architecture.forward_batched`` maps stacked parameters and inputs
   ``(K, B, *shape)`` to outputs ``(K, B, out)``. The default is ``torch.func.vmap`` over
   ``functional_call``, so any architecture written as a plain ``nn.Module`` is fused with
@@ -58,7 +59,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.func import stack_module_state
 
 from dmisearch.components import Architecture, Job, Predictions, RunContext
 from dmisearch.optim import is_dense
@@ -80,6 +80,8 @@ MEMORY_FRACTION = 0.7
 #: benchmarks/RESULTS.md); 8 MiB kept every built-in at or above the loop's speed.
 CPU_CHUNK_BYTES = 8 * 2**20
 CPU_MAX_CHUNK = 256
+#: Host buffer through which built modules are copied to a device (``build_stacked``).
+STAGE_BYTES = 32 * 2**20
 #: CUDA graphs: eager steps before the capture (lazy initialisation, optimiser state), and
 #: the fewest replays that make a capture worth its cost.
 GRAPH_WARMUP = 3
@@ -197,6 +199,62 @@ def _saved_bytes(m: Member, ctx: RunContext) -> int:
     return total
 
 
+def build_stacked(chunk: Sequence[Member], ctx: RunContext
+                  ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The chunk's modules, built from their jobs' seeds on the CPU exactly as the loop's
+    ``build_module`` builds them, as stacked parameters and buffers on ``ctx.device``
+    (leading job axis, keyed like ``named_parameters`` / ``named_buffers``: what
+    ``torch.func.stack_module_state`` gives), and the first module, moved to the device,
+    as the template of the batched forward.
+
+    Modules are built one at a time and copied into place (on a device other than the CPU,
+    through a host buffer of ``STAGE_BYTES`` copied over as it fills), so the host holds
+    one module and that buffer rather than K modules and their stack: fresh host memory
+    costs a page fault per page, which made building and stacking 1024 fcn models take 2-4x
+    as long as drawing their values (``benchmarks/RESULTS.md``).
+    """
+    cpu = dataclasses.replace(ctx, device=torch.device("cpu"))
+    template = build_module(chunk[0].model, chunk[0].job.seed, cpu)
+    layout = _state(template)
+    k, per_job = len(chunk), sum(t.numel() * t.element_size() for t in layout.values())
+    out = {n: torch.empty((k, *t.shape), dtype=t.dtype, device=ctx.device)
+           for n, t in layout.items()}
+    stage_jobs = max(1, min(k, STAGE_BYTES // max(per_job, 1)))
+    stage = out if not _staged(ctx.device) else {
+        n: torch.empty((stage_jobs, *t.shape), dtype=t.dtype) for n, t in layout.items()}
+    for j, m in enumerate(chunk):
+        module = template if j == 0 else build_module(m.model, m.job.seed, cpu)
+        state = _state(module)
+        for n, t in layout.items():
+            got = state.get(n)
+            if got is None or got.shape != t.shape or got.dtype != t.dtype:
+                raise ValueError(
+                    f"architecture {m.model.name!r} built modules whose tensors differ "
+                    f"between seeds ({n!r}: {tuple(t.shape)} {t.dtype} for seed "
+                    f"{chunk[0].job.seed}, {None if got is None else tuple(got.shape)} for "
+                    f"seed {m.job.seed}): the fused engine stacks jobs' tensors, so their "
+                    "shapes may depend only on the hyperparameters; train it with "
+                    "engine = \"loop\"")
+            stage[n][j if stage is out else j % stage_jobs].copy_(got.detach())
+        if stage is not out and (j % stage_jobs == stage_jobs - 1 or j == k - 1):
+            start = j - j % stage_jobs
+            for n, o in out.items():
+                o[start:j + 1].copy_(stage[n][: j + 1 - start])
+    template.to(ctx.device)
+    params = {n: out[n] for n, _ in template.named_parameters()}
+    return template, params, {n: out[n] for n, _ in template.named_buffers()}
+
+
+def _staged(device: torch.device) -> bool:
+    """Whether modules reach ``device`` through a host buffer (every device but the CPU)."""
+    return device.type != "cpu"
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers by name (a tied tensor once, under its first name)."""
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
 class _Pools:
     """Stacked data sources: training sets that are prefixes of one tensor share it."""
 
@@ -225,15 +283,9 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     k = len(chunk)
     first = chunk[0]
     steps, batch = first.steps, first.batch
-    # built and stacked on the CPU, then one copy per stacked tensor to the device (not
-    # one per job and tensor); the values are those the loop's build_module gives
-    cpu = dataclasses.replace(ctx, device=torch.device("cpu"))
-    modules = [build_module(m.model, m.job.seed, cpu) for m in chunk]
-    stacked, buffers = stack_module_state(modules)
-    params = {n: p.detach().to(ctx.device).requires_grad_() for n, p in stacked.items()}
-    buffers = {n: b.to(ctx.device) for n, b in buffers.items()}
-    modules[0].to(ctx.device)  # the template of the batched forward
-    forward = first.model.forward_batched(modules[0])
+    template, params, buffers = build_stacked(chunk, ctx)
+    params = {n: p.requires_grad_() for n, p in params.items()}
+    forward = first.model.forward_batched(template)
 
     xs = _Pools([m.job.x_train for m in chunk])
     ys = _Pools([m.job.y_train for m in chunk])
@@ -252,11 +304,11 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     rows = torch.arange(k, device=ctx.device)[:, None]
     f0_train = f0_test = None
     if first.algo.center:  # the initial functions, subtracted throughout (see training.py)
-        modules[0].eval()
+        template.eval()
         with torch.no_grad():
             f0_train = _predict(forward, params, buffers, x_pool, xi)  # (K, N, out)
             f0_test = _predict(forward, params, buffers, tests.stacked(), test_index)
-        modules[0].train()
+        template.train()
         f0_flat, f0_base = f0_train.flatten(0, 1), rows * f0_train.shape[1]
     aug = first.algo.augmentation
 
@@ -297,7 +349,7 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
             run(t)
     del run  # a graph's memory pool goes with it
 
-    modules[0].eval()  # the template: evaluation mode for predictions, as the loop does
+    template.eval()  # evaluation mode for predictions, as the loop does
     with torch.no_grad():
         test_pred = _predict(forward, params, buffers, tests.stacked(), test_index)
         train_pred = _predict(forward, params, buffers, x_pool, xi)

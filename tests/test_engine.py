@@ -287,6 +287,66 @@ def test_plain_modules_and_torch_optim_optimisers_are_fused_with_no_extra_code()
     assert len(engine.group_members([*members, other])) == 2  # lr is not per_job here
 
 
+class TiedScaled(torch.nn.Module):
+    """A tied weight (one parameter under two names) and a buffer drawn at build time."""
+
+    def __init__(self, d: int, out_dim: int):
+        super().__init__()
+        self.enc = torch.nn.Linear(d, d, bias=False)
+        self.dec = torch.nn.Linear(d, out_dim)
+        self.mix = self.enc  # tied: the same module (and weight) under a second name
+        self.register_buffer("scale", torch.rand(d) + 0.5)
+
+    def forward(self, x):
+        return self.dec(self.mix(x.flatten(1) * self.scale))
+
+
+@dataclasses.dataclass(kw_only=True)
+class TiedArch(Architecture):
+    name = "tied_test"
+    seed_dependent_shape: bool = False
+
+    def build(self, input_shape, out_dim):
+        d = math.prod(input_shape)
+        if self.seed_dependent_shape:  # a plugin bug: shapes must follow the hyperparameters
+            d += int(torch.randint(0, 2, ()))
+        return TiedScaled(d, out_dim)
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["direct", "through-host-buffer"])
+def test_stacked_build_equals_stack_module_state(staged, monkeypatch):
+    """Streaming the builds into place gives torch.func.stack_module_state's stacks bit for
+    bit, keyed alike (tied tensors once), through a host buffer that fills 3 times over 8
+    jobs (the last time part-way) when staged."""
+    from dmisearch.training import build_module
+
+    ctx, x, y, x_test = problem("regression", (2, 3), torch.float64)
+    members = [engine.Member(TiedArch(), GD(steps=3), Job(x, y, x_test, s)) for s in range(8)]
+    per_job = 8 * (6 * 6 + 6 + 1 + 6)
+    monkeypatch.setattr(engine, "STAGE_BYTES", 3 * per_job + 5)
+    monkeypatch.setattr(engine, "_staged", lambda device: staged)
+    template, params, buffers = engine.build_stacked(members, ctx)
+    mods = [build_module(m.model, m.job.seed, ctx) for m in members]
+    want_p, want_b = torch.func.stack_module_state(mods)
+    assert list(params) == list(want_p) == ["enc.weight", "dec.weight", "dec.bias"]
+    assert list(buffers) == list(want_b) == ["scale"]
+    for got, want in [*zip(params.values(), want_p.values(), strict=True),
+                      *zip(buffers.values(), want_b.values(), strict=True)]:
+        assert got.device == want.device and torch.equal(got, want)
+    assert len({float(b[0]) for b in buffers["scale"]}) == 8  # each job its own draws
+    assert torch.equal(template.enc.weight, mods[0].enc.weight)
+    if staged:  # the same jobs trained through the buffer match the loop
+        assert_matches_loop(members, ctx)
+
+
+def test_shapes_that_depend_on_the_seed_are_refused_with_the_fix():
+    ctx, x, y, x_test = problem("regression", (2, 3), torch.float64)
+    model = TiedArch(seed_dependent_shape=True)
+    members = [engine.Member(model, GD(steps=3), Job(x, y, x_test, s)) for s in range(8)]
+    with pytest.raises(ValueError, match=r"tied_test.*differ between seeds.*engine = \"loop\""):
+        engine.build_stacked(members, ctx)
+
+
 def test_builtin_batched_forward_equals_vmap_forward():
     ctx, x, _, _ = problem("regression", (2, 5, 4), torch.float64)
     for name, cls in FAMILIES.items():
