@@ -1,7 +1,8 @@
 """Fused engine vs one model at a time: model-steps per second, side by side in one run.
 
 For each built-in architecture, K jobs (each its own initialisation, data and minibatch
-order) are trained for STEPS steps of SGD with momentum on a regression task, by
+order) are trained for STEPS steps of SGD (momentum 0.9, or ``--momentum``) on a regression
+task, by
 
 * ``loop``: ``dmisearch.training.train_one``, one model after another (an ordinary PyTorch
   loop with torch.optim, what a plain Optuna objective does), and
@@ -14,7 +15,11 @@ depend on K; it is measured on ``--loop-models`` models. On CUDA the fused engin
 eagerly and with its training step captured in a CUDA graph (the default; ``engine.py``).
 
     python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 100]
-        [--repeat 3] [--preset gpu|cpu] [--tf32] [--archs fcn,cnn_gap]
+        [--repeat 3] [--preset gpu|cpu] [--tf32] [--archs fcn,cnn_gap] [--momentum 0]
+
+``--momentum 0`` is plain SGD, the anchors' optimiser (``../shared/anchors``): its step
+reads and writes each parameter three times instead of five, which at large K is much of a
+step's memory traffic.
 
 Prints one row per (architecture, K): model-steps/s of whole runs (what a trial sees) and
 of the step loops alone (``training.STEP_TIMES``: building the models and predicting left
@@ -84,13 +89,14 @@ def timed(fn, device: torch.device, repeat: int) -> float:
     return statistics.median(times)
 
 
-def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.device):
+def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
+             momentum: float = 0.9):
     """K members of one architecture, and the fused program's FLOPs per model-step."""
     shape = (1, preset["length"])
     width = {"fcn": preset["fcn_width"], "lcn": preset["lcn_width"]}.get(
         arch_name, preset["conv_width"])
     model = FAMILIES[arch_name](depth=preset["depth"], width=width)
-    algo = SGD(lr=0.01, momentum=0.9, steps=steps, batch_size=preset["batch"])
+    algo = SGD(lr=0.01, momentum=momentum, steps=steps, batch_size=preset["batch"])
     ctx = RunContext(device, torch.float32, "regression", 1, shape)
     n = 4 * preset["batch"]
     g = torch.Generator().manual_seed(0)
@@ -126,16 +132,17 @@ def rates(runs: dict[str, tuple[Callable, list]], steps: int, device: torch.devi
 
 
 def side_by_side(arch_name: str, k: int, steps: int, preset: dict, device: torch.device,
-                 repeat: int, loop_models: int = LOOP_MODELS) -> dict[str, float]:
+                 repeat: int, loop_models: int = LOOP_MODELS, momentum: float = 0.9
+                 ) -> dict[str, float]:
     """The loop (on ``loop_models`` models: its rate does not depend on K) and the engine's
     default on K models, alternating; on CUDA also the engine without CUDA graphs
     (``eager``). Model-steps/s: ``loop``, ``loop_step``, ``fused``, ``fused_step``,
     ``eager``; and the fused step's TFLOP/s."""
-    members, ctx, flops = workload(arch_name, k, steps, preset, device)
+    members, ctx, flops = workload(arch_name, k, steps, preset, device, momentum)
     runs = {
         "loop": (lambda ms: [train_one(m.algo, m.model, m.job, ctx) for m in ms],
                  members[:loop_models] if k >= loop_models else
-                 workload(arch_name, loop_models, steps, preset, device)[0]),
+                 workload(arch_name, loop_models, steps, preset, device, momentum)[0]),
         "fused": (lambda ms: engine.train(ms, ctx), members),
     }
     if device.type == "cuda":
@@ -159,6 +166,8 @@ def main() -> None:
     ap.add_argument("--loop-models", type=int, default=LOOP_MODELS,
                     help="models the loop's rate is measured on")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions")
+    ap.add_argument("--momentum", type=float, default=0.9,
+                    help="SGD momentum (0: plain SGD, as in the anchors)")
     args = ap.parse_args()
     device = torch.device(args.device)
     preset_name = args.preset or ("gpu" if device.type == "cuda" else "cpu")
@@ -167,7 +176,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     print(f"# device: {device} ({name}); torch {torch.__version__}; preset {preset_name} "
-          f"{preset}; steps {args.steps}; float32{' + tf32' if args.tf32 else ''}")
+          f"{preset}; steps {args.steps}; float32{' + tf32' if args.tf32 else ''}; "
+          f"SGD momentum {args.momentum}")
     cuda = device.type == "cuda"
     print(f"{'':14} {'whole runs (build, train, predict)':^{43 if cuda else 32}}   "
           f"{'per training step':^35}")
@@ -175,7 +185,8 @@ def main() -> None:
           + f" {'ratio':>8}   {'loop':>10} {'fused':>10} {'ratio':>8} {'TFLOP/s':>8}")
     for arch in args.archs.split(","):
         for k in (int(x) for x in args.ks.split(",")):
-            r = side_by_side(arch, k, args.steps, preset, device, args.repeat, args.loop_models)
+            r = side_by_side(arch, k, args.steps, preset, device, args.repeat, args.loop_models,
+                             args.momentum)
             print(f"{arch:8} {k:>5} {r['loop']:>10.0f} {r['fused']:>10.0f}"
                   + (f" {r['eager']:>10.0f}" if cuda else "")
                   + f" {r['fused'] / r['loop']:>7.1f}x   {r['loop_step']:>10.0f} "

@@ -48,15 +48,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv \
 DMISEARCH_TEST_DEVICE=$DEVICE step tests 70 python3 -m pytest -q -p no:cacheprovider \
     --timeout 60 tests/test_engine.py \
     "tests/test_ranking.py::test_cuda_is_used_when_asked_or_refused_clearly"
-step engine 140 python3 benchmarks/bench_engine.py --device $DEVICE --steps 50 --repeat 2 \
-    --loop-models 2 --archs fcn,cnn_gap --ks 1,16,256,1024
-step study_cnn_gap 100 python3 benchmarks/bench_study.py benchmarks/studies/cnn_gap.toml \
-    --device $DEVICE --n-trials 32 --batch 16 --loop-trials 1 --skip-replay
-step engine_tf32 60 python3 benchmarks/bench_engine.py --device $DEVICE --steps 50 --repeat 2 \
-    --loop-models 2 --archs fcn,cnn_gap --ks 256,1024 --tf32
+step engine 120 python3 benchmarks/bench_engine.py --device $DEVICE --steps 50 --repeat 2 \
+    --loop-models 2 --archs fcn,cnn_gap --ks 16,256,1024
+# fcn's 500x needs TF32 (benchmarks/RESULTS.md, "What fcn's 500x needs"); momentum 0 is
+# the anchors' plain SGD, for the comparison with them
+step engine_more 110 bash -c "set -e; B='python3 benchmarks/bench_engine.py --device $DEVICE \
+    --steps 50 --repeat 2 --loop-models 2'; \$B --tf32 --archs fcn,cnn_gap --ks 256,1024; \
+    \$B --archs fcn --ks 256,1024 --momentum 0; \$B --tf32 --archs fcn --ks 256,1024 --momentum 0"
+step profile 40 python3 benchmarks/profile_engine.py --device $DEVICE --arch fcn --k 1024 \
+    --no-graphs
 step quickstart 40 python3 benchmarks/bench_study.py studies/quickstart.toml --device $DEVICE \
     --batch 16 --skip-loop --skip-replay
 step conv_build 40 bash -c "python3 benchmarks/bench_conv.py --device $DEVICE && \
     python3 benchmarks/bench_build.py --device $DEVICE --repeat 2"
-step profile 40 python3 benchmarks/profile_engine.py --device $DEVICE --arch fcn --k 1024
+step study_cnn_gap 100 python3 benchmarks/bench_study.py benchmarks/studies/cnn_gap.toml \
+    --device $DEVICE --n-trials 32 --batch 16 --loop-trials 1 --skip-replay
 echo "total $(($(date +%s) - start)) s" | tee -a "$OUT/summary.log"
