@@ -44,6 +44,8 @@ step() {  # step NAME LIMIT_S COMMAND...: run while the budget lasts, log to $OU
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv \
     2>&1 | tee -a "$OUT/summary.log"
+# the card's matrix-product and memory ceilings, for the rooflines in RESULTS.md
+timeout 40 python3 benchmarks/ceilings.py --device $DEVICE 2>&1 | tee -a "$OUT/summary.log"
 # the engine against the loop on the GPU (CUDA graphs included), and graphs against eager
 DMISEARCH_TEST_DEVICE=$DEVICE step tests 70 python3 -m pytest -q -p no:cacheprovider \
     --timeout 60 tests/test_engine.py \
