@@ -210,8 +210,8 @@ def build_stacked(chunk: Sequence[Member], ctx: RunContext
     Modules are built one at a time and copied into place (on a device other than the CPU,
     through a host buffer of ``STAGE_BYTES`` copied over as it fills), so the host holds
     one module and that buffer rather than K modules and their stack: fresh host memory
-    costs a page fault per page, which made building and stacking 1024 fcn models take 2-4x
-    as long as drawing their values (``benchmarks/RESULTS.md``).
+    costs a page fault per page, and building all 1024 fcn 3 x 256 models before stacking
+    them took 1.5-2.7x as long (``benchmarks/bench_build.py``).
     """
     cpu = dataclasses.replace(ctx, device=torch.device("cpu"))
     template = build_module(chunk[0].model, chunk[0].job.seed, cpu)
@@ -225,17 +225,15 @@ def build_stacked(chunk: Sequence[Member], ctx: RunContext
     for j, m in enumerate(chunk):
         module = template if j == 0 else build_module(m.model, m.job.seed, cpu)
         state = _state(module)
-        for n, t in layout.items():
-            got = state.get(n)
-            if got is None or got.shape != t.shape or got.dtype != t.dtype:
-                raise ValueError(
-                    f"architecture {m.model.name!r} built modules whose tensors differ "
-                    f"between seeds ({n!r}: {tuple(t.shape)} {t.dtype} for seed "
-                    f"{chunk[0].job.seed}, {None if got is None else tuple(got.shape)} for "
-                    f"seed {m.job.seed}): the fused engine stacks jobs' tensors, so their "
-                    "shapes may depend only on the hyperparameters; train it with "
-                    "engine = \"loop\"")
-            stage[n][j if stage is out else j % stage_jobs].copy_(got.detach())
+        if _signature(state) != _signature(layout):
+            raise ValueError(
+                f"architecture {m.model.name!r} built modules whose tensors differ between "
+                f"seeds: {_differences(layout, state)} for seed {chunk[0].job.seed} against "
+                f"seed {m.job.seed}; the fused engine stacks the jobs' tensors, so their "
+                "names, shapes and dtypes may depend only on the hyperparameters: train "
+                "this architecture with engine = \"loop\"")
+        for n, t in state.items():
+            stage[n][j if stage is out else j % stage_jobs].copy_(t.detach())
         if stage is not out and (j % stage_jobs == stage_jobs - 1 or j == k - 1):
             start = j - j % stage_jobs
             for n, o in out.items():
@@ -253,6 +251,16 @@ def _staged(device: torch.device) -> bool:
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Parameters and buffers by name (a tied tensor once, under its first name)."""
     return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+def _signature(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    return {n: (tuple(t.shape), t.dtype) for n, t in state.items()}
+
+
+def _differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
+    sa, sb = _signature(a), _signature(b)
+    return "; ".join(f"{n!r}: {sa.get(n, 'absent')} vs {sb.get(n, 'absent')}"
+                     for n in sorted(sa.keys() | sb.keys()) if sa.get(n) != sb.get(n))
 
 
 class _Pools:

@@ -343,7 +343,9 @@ def test_shapes_that_depend_on_the_seed_are_refused_with_the_fix():
     ctx, x, y, x_test = problem("regression", (2, 3), torch.float64)
     model = TiedArch(seed_dependent_shape=True)
     members = [engine.Member(model, GD(steps=3), Job(x, y, x_test, s)) for s in range(8)]
-    with pytest.raises(ValueError, match=r"tied_test.*differ between seeds.*engine = \"loop\""):
+    with pytest.raises(ValueError, match=r"tied_test.*differ between seeds: .*'enc.weight': "
+                       r"\(\([67], [67]\), torch.float64\) vs \(\([67], [67]\), torch.float64\)"
+                       r".*engine = \"loop\""):
         engine.build_stacked(members, ctx)
 
 
