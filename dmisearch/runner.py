@@ -28,7 +28,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -149,9 +149,11 @@ def run_study(
     start = time.monotonic()
     bar = _progress(spec, finished_count(study)) if progress else None
     streak: list[str] = []
+    asked: list[optuna.Trial] = []  # this batch's trials, from their ask on
     try:
         while spec.timeout is None or time.monotonic() - start < spec.timeout:
-            trials = claim(study, spec, batch)
+            asked = []
+            trials = claim(study, spec, batch, asked)
             if trials is None:
                 break
             if not trials:  # the rest is running elsewhere and may yet fail: wait
@@ -170,15 +172,22 @@ def run_study(
                     on_trial(frozen)
             if len(streak) >= MAX_FAIL_STREAK:
                 raise DmisearchError(_fail_summary(spec, streak))
+    except KeyboardInterrupt:  # also between an ask and run_batch: no trial left RUNNING
+        fail_interrupted(study, asked)
+        raise
     finally:
         if bar is not None:
             bar.close()
     return study
 
 
-def claim(study: optuna.Study, spec: StudySpec, batch: int) -> list[optuna.Trial] | None:
+def claim(study: optuna.Study, spec: StudySpec, batch: int,
+          asked: list[optuna.Trial] | None = None) -> list[optuna.Trial] | None:
     """Under the study lock: reap lost trials, then ask for as many trials as the budget
-    leaves (at most ``batch``). None: the study is done; []: wait for running trials."""
+    leaves (at most ``batch``). None: the study is done; []: wait for running trials.
+    Each trial also goes into ``asked`` as soon as it exists, so that an interrupt before
+    the list is returned still finds it (``fail_interrupted``)."""
+    asked = [] if asked is None else asked
     with study_lock(spec.storage, spec.name):
         reap_lost_trials(study, grace=spec.grace_period)
         finished, running, _ = count_states(study)
@@ -189,7 +198,17 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int) -> list[optuna.Trial
             return None
         else:
             want = min(batch, spec.n_trials - finished - running)
-        return [study.ask() for _ in range(max(want, 0))]
+        if want <= 0:
+            return []
+        before = _running_ids(study)
+        try:
+            for _ in range(want):
+                asked.append(study.ask())
+        except KeyboardInterrupt:  # perhaps inside an ask that had created its trial:
+            # under the lock only this worker asks, so every newly running trial is its own
+            fail_interrupted(study, [t for t in _running(study) if t._trial_id not in before])
+            raise
+        return list(asked)
 
 
 def drop_unneeded_retries(study: optuna.Study) -> None:
@@ -233,13 +252,28 @@ def run_batch(study: optuna.Study, objective: TrialObjective, trials: list[optun
             else:
                 told[p.trial.number] = _tell_failed(study, p.trial, p.error)
     except KeyboardInterrupt:
-        for trial in trials:
-            if trial.number not in told:
-                with contextlib.suppress(UpdateFinishedTrialError):
-                    trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM) while running")
-                    study.tell(trial, state=TrialState.FAIL)
+        fail_interrupted(study, [t for t in trials if t.number not in told])
         raise
     return [told[t.number] for t in trials]
+
+
+def fail_interrupted(study: optuna.Study,
+                     trials: Sequence[optuna.Trial | optuna.trial.FrozenTrial]) -> None:
+    """Record each of ``trials`` still running as failed, "interrupted" (finished ones, told
+    before the interrupt, stay as they are)."""
+    for trial in trials:
+        with contextlib.suppress(UpdateFinishedTrialError):
+            study._storage.set_trial_user_attr(
+                trial._trial_id, "error", "interrupted (Ctrl-C or SIGTERM) while running")
+            study.tell(trial.number, state=TrialState.FAIL)
+
+
+def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _running_ids(study: optuna.Study) -> set[int]:
+    return {t._trial_id for t in _running(study)}
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,

@@ -250,6 +250,46 @@ def test_interrupt_fails_every_trial_of_the_batch(tiny_doc, test_registry, journ
     assert all("interrupted" in t.user_attrs["error"] for t in trials)
 
 
+@pytest.mark.parametrize("where", ["inside-ask", "before-training"])
+def test_an_interrupt_between_ask_and_training_leaves_no_trial_running(
+        where, tiny_doc, test_registry, journal, monkeypatch):
+    """Ctrl-C after Optuna created a trial, before the batch reaches training (inside the
+    second ``ask``, after it created its trial; or once the batch is asked): the trials
+    asked so far are recorded as interrupted, none is left RUNNING (which only the
+    heartbeat reaper would clear, a grace period later), and the same command resumes."""
+    from dmisearch import runner
+
+    doc = _mean_test_doc(tiny_doc, ["mean_test"], 4)
+    doc["search"]["trials_per_batch"] = 3
+    spec = build_spec(doc, test_registry, storage=journal)
+    real_ask, real_run_batch, calls = optuna.Study.ask, runner.run_batch, []
+
+    def ask_then_interrupt(self, *args, **kwargs):
+        trial = real_ask(self, *args, **kwargs)
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("signal 2")  # as cli._interrupt raises it
+        return trial
+
+    def interrupted_batch(*args, **kwargs):
+        raise KeyboardInterrupt("signal 15")
+
+    if where == "inside-ask":
+        monkeypatch.setattr(optuna.Study, "ask", ask_then_interrupt)
+    else:
+        monkeypatch.setattr(runner, "run_batch", interrupted_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec)
+    trials = reload(spec).trials
+    n = 2 if where == "inside-ask" else 3
+    assert [t.state for t in trials] == [TrialState.FAIL] * n
+    assert all("interrupted" in t.user_attrs["error"] for t in trials)
+    monkeypatch.setattr(optuna.Study, "ask", real_ask)
+    monkeypatch.setattr(runner, "run_batch", real_run_batch)
+    study = run_study(spec)  # the same command again
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * n + [TrialState.COMPLETE] * 4
+
+
 def test_loop_engine_gives_the_fused_results(tiny_doc, registry):
     runs = {}
     for name in ("fused", "loop"):
