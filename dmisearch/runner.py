@@ -206,7 +206,9 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int,
                 asked.append(study.ask())
         except KeyboardInterrupt:  # perhaps inside an ask that had created its trial:
             # under the lock only this worker asks, so every newly running trial is its own
-            fail_interrupted(study, [t for t in _running(study) if t._trial_id not in before])
+            with contextlib.suppress(Exception):  # else the reaper clears them later
+                fail_interrupted(study, [t for t in _running(study)
+                                         if t._trial_id not in before])
             raise
         return list(asked)
 
@@ -260,9 +262,11 @@ def run_batch(study: optuna.Study, objective: TrialObjective, trials: list[optun
 def fail_interrupted(study: optuna.Study,
                      trials: Sequence[optuna.Trial | optuna.trial.FrozenTrial]) -> None:
     """Record each of ``trials`` still running as failed, "interrupted" (finished ones, told
-    before the interrupt, stay as they are)."""
+    before the interrupt, stay as they are). Best effort: a storage the interrupt left
+    unusable raises nothing here (the interrupt goes on), and the trials it could not
+    record stay RUNNING until another worker's reaper fails and retries them."""
     for trial in trials:
-        with contextlib.suppress(UpdateFinishedTrialError):
+        with contextlib.suppress(Exception):
             study._storage.set_trial_user_attr(
                 trial._trial_id, "error", "interrupted (Ctrl-C or SIGTERM) while running")
             study.tell(trial.number, state=TrialState.FAIL)
