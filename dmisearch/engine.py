@@ -76,9 +76,12 @@ from dmisearch.training import (
 #: Fraction of free CUDA memory a chunk may plan to use.
 MEMORY_FRACTION = 0.7
 #: CPU: activations a chunk may save for backward. Past the caches, a fused step becomes
-#: memory-bound and slower than the loop (measured on a 2-core Xeon with 4 MiB of L2:
-#: benchmarks/RESULTS.md); 8 MiB kept every built-in at or above the loop's speed.
-CPU_CHUNK_BYTES = 8 * 2**20
+#: memory-bound and slower than the loop (a 2-core Xeon with 4 MiB of L2: 16 jobs saving
+#: 10 MiB each ran at 0.4x the loop; 8 MiB kept every built-in at or above its speed). On
+#: a 2-core Emerald Rapids Xeon (2 MiB of L2 per core) 16 MiB ran the built-ins at
+#: 0.96-1.17x the speed of 8 MiB (bench_chunks.py, K = 64 and 256; lcn the 0.96-0.99x) and
+#: the quickstart 1.05x; 32 MiB did no better (benchmarks/RESULTS.md).
+CPU_CHUNK_BYTES = 16 * 2**20
 CPU_MAX_CHUNK = 256
 #: Host buffer through which built modules are copied to a device (``build_stacked``).
 STAGE_BYTES = 32 * 2**20
