@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +177,12 @@ def reap_lost_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
     return reaped
 
 
-def count_states(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished, running, waiting) trials of the study."""
-    trials = study.get_trials(deepcopy=False)
+def count_states(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial] | None = None
+                 ) -> tuple[int, int, int]:
+    """(finished, running, waiting) trials of the study (of ``trials``, its trials as
+    already read, when given)."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
     finished = sum(t.state in FINISHED for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     waiting = sum(t.state == TrialState.WAITING for t in trials)

@@ -225,10 +225,11 @@ def build_stacked(chunk: Sequence[Member], ctx: RunContext
     stage_jobs = max(1, min(k, STAGE_BYTES // max(per_job, 1)))
     stage = out if not _staged(ctx.device) else {
         n: torch.empty((stage_jobs, *t.shape), dtype=t.dtype) for n, t in layout.items()}
+    signature = _signature(layout)
     for j, m in enumerate(chunk):
         module = template if j == 0 else build_module(m.model, m.job.seed, cpu)
         state = _state(module)
-        if _signature(state) != _signature(layout):
+        if _signature(state) != signature:
             raise ValueError(
                 f"architecture {m.model.name!r} built modules whose tensors differ between "
                 f"seeds: {_differences(layout, state)} for seed {chunk[0].job.seed} against "

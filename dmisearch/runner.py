@@ -190,7 +190,8 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int,
     asked = [] if asked is None else asked
     with study_lock(spec.storage, spec.name):
         reap_lost_trials(study, grace=spec.grace_period)
-        finished, running, _ = count_states(study)
+        snapshot = study.get_trials(deepcopy=False)
+        finished, running, _ = count_states(study, snapshot)
         if spec.n_trials is None:
             want = batch
         elif finished >= spec.n_trials:
@@ -200,7 +201,7 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int,
             want = min(batch, spec.n_trials - finished - running)
         if want <= 0:
             return []
-        before = _running_ids(study)
+        before = {t._trial_id for t in snapshot if t.state == TrialState.RUNNING}
         try:
             for _ in range(want):
                 asked.append(study.ask())
@@ -275,9 +276,6 @@ def fail_interrupted(study: optuna.Study,
 def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
-
-def _running_ids(study: optuna.Study) -> set[int]:
-    return {t._trial_id for t in _running(study)}
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
