@@ -10,13 +10,14 @@ reads as missing, never as an error)::
     res = Results.load("studies/quickstart.toml")          # or names + storage, or Study
     res.curves()        # one row per (trial, size, seed)
     res.trials()        # one row per trial, with its scores
-    res.leaderboard()   # best configuration per triplet, bootstrap intervals over seeds
+    res.leaderboard()   # each triplet's best configuration, confirmed, with intervals
     res.compare(("digits", "lcn", "adam"), ("digits", "fcn", "sgd"))
 
-Uncertainty comes from the seeds: a triplet's score is recomputed on curves averaged over
-seeds resampled with replacement (percentile bootstrap). Trials of one study share their
-seeds (same data draws, initialisations and batch orders), so two triplets of a study are
-compared *paired*: the same resampled seeds for both.
+Uncertainty comes from the seeds (:mod:`dmisearch.stats`): a jackknife over seeds with
+Student's t, whose coverage is measured by simulation (``benchmarks/bench_intervals.py``).
+Trials of one study share their seeds (same data draws, initialisations and batch orders),
+so two triplets measured on the same seeds are compared *paired*. What each interval
+means, and when none is given, is in docs/analysis.md.
 """
 
 from __future__ import annotations
@@ -31,17 +32,34 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial
 
-from dmisearch.metrics import Objective, floor_for
-from dmisearch.objective import PAIR_PARAM
-from dmisearch.runner import IDENTITY_ATTR
+from dmisearch import stats
+from dmisearch.evidence import (
+    Scorer,
+    Triplet,
+    TripletEvidence,
+    curve_matrix,
+    gather,
+    trial_difference,
+)
+from dmisearch.trialinfo import (
+    CONFIRMS_ATTR,
+    DUPLICATE_ATTR,
+    PAIR_PARAM,
+    is_confirmation,
+    is_search,
+)
 
-LEADERBOARD_COLUMNS = ["rank", "study", "data", "model", "algorithm", "score", "ci_low",
-                       "ci_high", "p_better_than_next", "trial", "complete", "pruned",
-                       "failed", "beta", "curve", "params"]
-
-Triplet = tuple[str, str, str]  # (data label, model, algorithm)
+LEADERBOARD_COLUMNS = [
+    "rank", "study", "data", "model", "algorithm",
+    "score", "ci_low", "ci_high", "ci_note", "seeds",
+    "confirmed_score", "confirmed_low", "confirmed_high", "confirmed_note",
+    "confirmed_seeds", "confirmed_trial",
+    "p_vs_next", "beats_next", "trial", "complete", "pruned", "failed", "first_error",
+    "beta", "curve", "params",
+]
+_curve_matrix = curve_matrix  # the name plots and older callers import
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,7 +68,8 @@ Triplet = tuple[str, str, str]  # (data label, model, algorithm)
 
 
 def _open(source: str | Path | optuna.Study, storage: str | None) -> optuna.Study:
-    from dmisearch.storage import open_storage
+    from dmisearch.errors import StudyNotFoundError
+    from dmisearch.storage import default_storage, describe, open_storage, study_storage
 
     if isinstance(source, optuna.Study):
         return source
@@ -58,56 +77,19 @@ def _open(source: str | Path | optuna.Study, storage: str | None) -> optuna.Stud
     if path.suffix == ".toml":
         from dmisearch.study_file import read_toml
 
-        doc = read_toml(path)
-        st = doc.get("study", {})
-        name = st.get("name", path.stem)
-        url = storage if storage is not None else st.get("storage")
+        st = read_toml(path).get("study", {})
+        name = st.get("name", path.stem) if isinstance(st, dict) else path.stem
+        written = st.get("storage") if isinstance(st, dict) else None
+        url = storage if storage is not None else study_storage(
+            written if isinstance(written, str) else None, path)
     else:
-        name, url = str(source), storage
-    from dmisearch.errors import DmisearchError
-    from dmisearch.storage import describe
-
+        name, url = str(source), storage if storage is not None else default_storage()
+    backend = open_storage(url)
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url))
+        return optuna.load_study(study_name=name, storage=backend)
     except KeyError:
-        raise DmisearchError(f"no study '{name}' in {describe(url)}; pass its --storage"
-                             ) from None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Scorer:
-    """Recomputes a study's scores from stored errors (objective, metric, floor)."""
-
-    objective: Objective
-    metric: str
-    test_size: int
-
-    @classmethod
-    def of(cls, study: optuna.Study) -> _Scorer:
-        ident = study.user_attrs.get(IDENTITY_ATTR, {})
-        obj = ident.get("objective", {})
-        return cls(Objective(obj.get("name", "aulc"), obj.get("target")),
-                   obj.get("metric", "mse"), int(ident.get("curve", {}).get("test_size", 1)))
-
-    def floor(self, baseline: float) -> float:
-        return floor_for(self.metric, self.test_size, baseline)  # type: ignore[arg-type]
-
-    def score(self, sizes: np.ndarray, mean: np.ndarray, baseline: float) -> float:
-        return self.objective.score(sizes, mean, baseline, self.floor(baseline))
-
-
-def _curve_matrix(attrs: dict[str, Any]) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """(sizes, seeds, errors[size, seed]) of a trial's stored curve; NaN where missing."""
-    curve = attrs.get("curve") or {}
-    sizes = sorted(set(curve.get("size", [])))
-    seeds = sorted(set(curve.get("seed", [])))
-    err = np.full((len(sizes), len(seeds)), np.nan)
-    si = {n: i for i, n in enumerate(sizes)}
-    ri = {s: j for j, s in enumerate(seeds)}
-    for n, s, e in zip(curve.get("size", []), curve.get("seed", []),
-                       curve.get("test_error", []), strict=False):
-        err[si[n], ri[s]] = e
-    return np.array(sizes, dtype=float), seeds, err
+        known = [s.study_name for s in optuna.get_all_study_summaries(backend)]
+        raise StudyNotFoundError(name, describe(url), known) from None
 
 
 def fit_power_law(sizes: np.ndarray, err: np.ndarray) -> tuple[float, float, float]:
@@ -135,32 +117,36 @@ def fit_power_law(sizes: np.ndarray, err: np.ndarray) -> tuple[float, float, flo
     return float(math.exp(log_a)), float(b), float(c)
 
 
+
 class Results:
     """One or several dmisearch studies, read for analysis."""
 
     def __init__(self, studies: Sequence[optuna.Study]):
         self.studies = list(studies)
-        self._scorers = {s.study_name: _Scorer.of(s) for s in self.studies}
+        self._scorers = {s.study_name: Scorer.of(s) for s in self.studies}
 
     @classmethod
     def load(cls, *sources: str | Path | optuna.Study, storage: str | None = None) -> Results:
-        """Studies by study file (``.toml``: its name and storage), by name (in ``storage``,
-        default the embedded journal), or as ``optuna.Study`` objects."""
+        """Studies by study file (``.toml``: its name and storage, the default journal beside
+        it when it names none), by name (in ``storage``, default the embedded journal of the
+        current folder), or as ``optuna.Study`` objects."""
         return cls([_open(s, storage) for s in sources])
 
     # -- raw trials -----------------------------------------------------------------------
 
-    def _trials(self) -> Iterable[tuple[optuna.Study, optuna.trial.FrozenTrial]]:
+    def _trials(self) -> Iterable[tuple[optuna.Study, FrozenTrial]]:
         for study in self.studies:
             for t in study.get_trials(deepcopy=False):
                 yield study, t
 
     @staticmethod
-    def _describe(study: optuna.Study, t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    def _describe(study: optuna.Study, t: FrozenTrial) -> dict[str, Any]:
         a = t.user_attrs
         data = a.get("data") or {}
         row: dict[str, Any] = {
             "study": study.study_name, "trial": t.number, "state": t.state.name,
+            "kind": ("confirmation" if is_confirmation(t) else "search" if is_search(t)
+                     else "duplicate"),
             "data": data.get("label", data.get("name")),
             "transforms": "+".join(x.get("name", "?") for x in data.get("transforms", [])),
             "model": a.get("model"), "algorithm": a.get("algorithm"),
@@ -171,9 +157,10 @@ class Results:
         return row
 
     def curves(self) -> pd.DataFrame:
-        """One row per (trial, size, seed): the triplet, every hyperparameter (``model.*``,
-        ``algorithm.*`` columns), ``size``, ``seed``, ``test_error``, ``train_error``,
-        ``seconds``, and the trial's state and dmisearch version."""
+        """One row per (trial, size, seed): the triplet, ``kind`` (search or
+        confirmation), every hyperparameter (``model.*``, ``algorithm.*`` columns),
+        ``size``, ``seed``, ``test_error``, ``train_error``, ``seconds``, and the trial's
+        state and dmisearch version. Reused duplicates have no curve of their own."""
         rows = []
         for study, t in self._trials():
             curve = t.user_attrs.get("curve") or {}
@@ -187,13 +174,15 @@ class Results:
                     "size", "seed", "test_error", "train_error", "seconds")}})
         df = pd.DataFrame(rows)
         if df.empty:
-            return pd.DataFrame(columns=["study", "trial", "state", "data", "transforms",
-                                         "model", "algorithm", "size", "seed", "test_error",
-                                         "train_error", "seconds"])
+            return pd.DataFrame(columns=["study", "trial", "state", "kind", "data",
+                                         "transforms", "model", "algorithm", "size", "seed",
+                                         "test_error", "train_error", "seconds"])
         return df
 
     def trials(self) -> pd.DataFrame:
-        """One row per trial: the triplet and hyperparameters, ``state``, ``value`` (the
+        """One row per trial: the triplet and hyperparameters, ``state``, ``kind``
+        (``search``; ``duplicate``: a repeated proposal answered from ``duplicate_of``;
+        ``confirmation``: a retrain on fresh seeds of trial ``confirms``), ``value`` (the
         optimised score), ``aulc``, ``final_error``, ``n_to_target`` (with its status),
         ``beta`` (least-squares slope), the power-law fit ``power_law_a/b/c`` of
         ``err ~ a n^-b + c``, local slopes ``slope_<n1>_<n2>`` between consecutive sizes, and
@@ -203,11 +192,12 @@ class Results:
             a = t.user_attrs
             scores = a.get("scores") or {}
             row = {**self._describe(study, t), "value": t.value,
+                   DUPLICATE_ATTR: a.get(DUPLICATE_ATTR), CONFIRMS_ATTR: a.get(CONFIRMS_ATTR),
                    "aulc": scores.get("aulc"), "final_error": scores.get("final_error"),
                    "n_to_target": scores.get("n_to_target"),
                    "n_to_target_status": scores.get("n_to_target_status"),
                    "beta": scores.get("beta")}
-            sizes, _, err = _curve_matrix(a)
+            sizes, _, err = curve_matrix(a)
             if len(sizes):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
@@ -229,133 +219,150 @@ class Results:
 
     # -- leaderboard and comparisons ------------------------------------------------------
 
-    def best_trials(self) -> dict[tuple[str, Triplet], optuna.trial.FrozenTrial]:
-        """The best complete trial of each (study, triplet)."""
-        best: dict[tuple[str, Triplet], optuna.trial.FrozenTrial] = {}
-        for study, t in self._trials():
-            if t.state != TrialState.COMPLETE or t.value is None:
-                continue
-            key = (study.study_name, self._triplet(t))
-            if key not in best or t.value < best[key].value:  # type: ignore[operator]
-                best[key] = t
-        return best
+    def evidence(self) -> dict[tuple[str, Triplet], TripletEvidence]:
+        """Each (study, triplet)'s trials, grouped (see :mod:`dmisearch.evidence`)."""
+        return gather(self._trials())
 
-    @staticmethod
-    def _triplet(t: optuna.trial.FrozenTrial) -> Triplet:
-        a = t.user_attrs
-        return ((a.get("data") or {}).get("label", "?"), a.get("model", "?"),
-                a.get("algorithm", "?"))
+    def best_trials(self) -> dict[tuple[str, Triplet], FrozenTrial]:
+        """The best complete search trial of each (study, triplet)."""
+        return {k: ev.best for k, ev in self.evidence().items() if ev.best is not None}
 
-    def bootstrap(self, study: str, trial: optuna.trial.FrozenTrial, idx: np.ndarray
-                  ) -> np.ndarray:
-        """The trial's score on curves averaged over resampled seeds ``idx`` (B, R)."""
-        sizes, _, err = _curve_matrix(trial.user_attrs)
-        scorer = self._scorers[study]
-        base = float(trial.user_attrs.get("baseline_error", 1.0))
-        means = err[:, idx].mean(axis=2).T  # (B, sizes)
-        return np.array([scorer.score(sizes, m, base) for m in means])
+    def interval(self, study: str, trial: FrozenTrial, *, confidence: float = 0.95
+                 ) -> stats.Interval:
+        """A stored trial's score with its interval over its seeds."""
+        return self._scorers[study].interval(trial, confidence)
 
-    def _indices(self, n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    def leaderboard(self, *, confidence: float = 0.95) -> pd.DataFrame:
+        """One row per triplet, best first.
 
-    def leaderboard(self, *, confidence: float = 0.95, n_boot: int = 1000,
-                    seed: int = 0) -> pd.DataFrame:
-        """The best configuration of each triplet, best first, with a ``confidence``
-        percentile bootstrap interval (``ci_low``, ``ci_high``) of its score over seeds and
-        ``p_better_than_next``, the bootstrap probability that it scores lower (better)
-        than the next row (paired over seeds within a study). Triplets with no complete
-        trial come last with a NaN score; ``complete`` / ``pruned`` / ``failed`` count
-        every trial of the triplet."""
-        counts: dict[tuple[str, Triplet], dict[str, int]] = {}
-        for study, t in self._trials():
-            if t.user_attrs.get("model") is None:
-                continue
-            c = counts.setdefault((study.study_name, self._triplet(t)),
-                                  {"complete": 0, "pruned": 0, "failed": 0})
-            state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
-                     TrialState.FAIL: "failed"}.get(t.state)
-            if state:
-                c[state] += 1
-        best = self.best_trials()
-        rng = np.random.default_rng(seed)
-        boots: dict[tuple[str, Triplet], np.ndarray] = {}
-        seed_idx: dict[str, np.ndarray] = {}
-        for (study, triplet), t in best.items():
-            _, seeds, _ = _curve_matrix(t.user_attrs)
-            if study not in seed_idx:  # one resampling per study: paired comparisons
-                seed_idx[study] = self._indices(len(seeds), n_boot, rng)
-            boots[(study, triplet)] = self.bootstrap(study, t, seed_idx[study])
-        alpha = (1 - confidence) / 2
+        ``score`` is the triplet's best search score; ``ci_low`` / ``ci_high`` its
+        ``confidence`` interval over the seeds, given only where that score was not picked
+        among several configurations (else ``ci_note`` says "n/a: best of K", since the
+        pick makes it optimistic) and from ``MIN_SEEDS`` seeds on (else "n/a: 2 seeds").
+        ``confirmed_*`` is the same configuration retrained on fresh seeds by the study's
+        confirmation stage, with its interval: where it exists, rows are ranked by it.
+        ``p_vs_next`` is the two-sided p-value of "this row and the next score the same"
+        (paired over seeds where both were measured on the same ones), and ``beats_next``
+        whether that difference is significant at ``1 - confidence``; both are NaN where
+        either row has no valid interval. ``complete`` / ``pruned`` / ``failed`` count
+        distinct configurations (a configuration retried after a lost worker counts once;
+        reused duplicates not at all); ``first_error`` is the first failure's message.
+        """
         rows = []
-        for key, c in counts.items():
-            study, (data, model, algo) = key
-            t = best.get(key)
-            row: dict[str, Any] = {"study": study, "data": data, "model": model,
-                                   "algorithm": algo, **c, "trial": None, "score": math.nan,
-                                   "ci_low": math.nan, "ci_high": math.nan, "beta": math.nan,
-                                   "curve": {}, "params": {}}
-            if t is not None:
-                b = boots[key]
-                finite = b[np.isfinite(b)]
-                row.update(trial=t.number, score=t.value,
-                           ci_low=float(np.quantile(b, alpha)) if len(finite) else math.nan,
-                           ci_high=float(np.quantile(b, 1 - alpha)) if len(finite) else (
-                               math.nan),
-                           beta=(t.user_attrs.get("scores") or {}).get("beta", math.nan),
-                           curve=_mean_curve(t.user_attrs),
-                           params={k: v for k, v in t.params.items() if k != PAIR_PARAM})
-            rows.append(row)
-        rows.sort(key=lambda r: (r["trial"] is None, r["score"]))
+        for (study, triplet), ev in self.evidence().items():
+            rows.append(self._row(study, triplet, ev, confidence))
+        rows.sort(key=_rank_key)
         for i, r in enumerate(rows):
             r["rank"] = i + 1 if r["trial"] is not None else None
             nxt = rows[i + 1] if i + 1 < len(rows) else None
-            r["p_better_than_next"] = math.nan
-            if r["trial"] is not None and nxt is not None and nxt["trial"] is not None:
-                a = boots[(r["study"], (r["data"], r["model"], r["algorithm"]))]
-                b = boots[(nxt["study"], (nxt["data"], nxt["model"], nxt["algorithm"]))]
-                if r["study"] != nxt["study"]:
-                    b = rng.permutation(b)  # independent studies: unpaired
-                r["p_better_than_next"] = _p_lower(a, b)
+            r["p_vs_next"], r["beats_next"] = math.nan, None
+            if nxt is not None and r["_basis"] and r["_basis"] == nxt["_basis"]:
+                d = self._difference(r["_compared"], nxt["_compared"], confidence)
+                if d.available:
+                    r["p_vs_next"] = d.p_value
+                    r["beats_next"] = bool(d.p_value < 1 - confidence)
         df = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
-        df["rank"] = pd.array(list(df["rank"]), dtype="Int64")
-        df["trial"] = pd.array(list(df["trial"]), dtype="Int64")
+        for col in ("rank", "trial", "confirmed_trial", "seeds", "confirmed_seeds"):
+            df[col] = pd.array(list(df[col]), dtype="Int64")
+        df["beats_next"] = pd.array(list(df["beats_next"]), dtype="boolean")
         return df
 
-    def compare(self, a: Triplet, b: Triplet, *, study: str | None = None,
-                n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> Comparison:
-        """Is triplet ``a`` more sample-efficient (lower score) than ``b``? Bootstrap over
-        seeds, paired when both come from the same study."""
-        best = self.best_trials()
+    def _row(self, study: str, triplet: Triplet, ev: TripletEvidence, confidence: float
+             ) -> dict[str, Any]:
+        data, model, algo = triplet
+        row: dict[str, Any] = {
+            "study": study, "data": data, "model": model, "algorithm": algo,
+            "complete": ev.count("complete"), "pruned": ev.count("pruned"),
+            "failed": ev.count("failed"),
+            "first_error": ev.failures[0] if ev.failures else None,
+            "trial": None, "score": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+            "ci_note": "", "seeds": None, "confirmed_score": math.nan,
+            "confirmed_low": math.nan, "confirmed_high": math.nan, "confirmed_note": "",
+            "confirmed_seeds": None, "confirmed_trial": None, "beta": math.nan, "curve": {},
+            "params": {}, "_basis": None, "_compared": None,
+        }
+        t = ev.best
+        if t is None:
+            return row
+        iv = self.interval(study, t, confidence=confidence)
+        if iv.available and ev.configs > 1:
+            iv = stats.no_interval(iv.estimate, iv.seeds, f"n/a: best of {ev.configs}")
+        row.update(trial=t.number, score=t.value, ci_low=iv.low, ci_high=iv.high,
+                   ci_note=iv.note, seeds=iv.seeds,
+                   beta=(t.user_attrs.get("scores") or {}).get("beta", math.nan),
+                   curve=_mean_curve(t.user_attrs),
+                   params={k: v for k, v in t.params.items() if k != PAIR_PARAM})
+        if iv.available:
+            row["_basis"], row["_compared"] = "search", (study, t)
+        c = ev.confirmed
+        if c is not None:
+            civ = self.interval(study, c, confidence=confidence)
+            row.update(confirmed_score=c.value, confirmed_low=civ.low,
+                       confirmed_high=civ.high, confirmed_note=civ.note,
+                       confirmed_seeds=civ.seeds, confirmed_trial=c.number)
+            row["_basis"], row["_compared"] = ("confirmed", (study, c)) if civ.available else (
+                None, None)
+        return row
 
-        def find(tr: Triplet) -> tuple[str, optuna.trial.FrozenTrial]:
-            hits = [(s, t) for (s, trip), t in best.items()
-                    if trip == tuple(tr) and (study is None or s == study)]
+    def _difference(self, a: tuple[str, FrozenTrial], b: tuple[str, FrozenTrial],
+                    confidence: float) -> stats.Difference:
+        (sa, ta), (sb, tb) = a, b
+        return trial_difference(self._scorers[sa], ta, self._scorers[sb], tb, confidence)
+
+    def compare(self, a: Triplet, b: Triplet, *, study: str | None = None,
+                confidence: float = 0.95) -> Comparison:
+        """Is triplet ``a`` more sample-efficient (lower score) than ``b``?
+
+        Compares the confirmations of both triplets' best configurations when the study
+        confirmed both (fresh seeds: no winner's curse), else their best search trials (and
+        says so in ``note`` when a pick among several configurations makes that optimistic).
+        Paired over seeds when both were measured on the same seeds, else Welch's unpaired
+        form; ``p_value`` is two-sided."""
+        evidence = self.evidence()
+
+        def find(tr: Triplet) -> tuple[str, TripletEvidence]:
+            hits = [(s, ev) for (s, trip), ev in evidence.items()
+                    if trip == tuple(tr) and ev.best is not None
+                    and (study is None or s == study)]
             if not hits:
-                known = sorted({trip for _, trip in best})
+                known = sorted({trip for (_, trip), ev in evidence.items()
+                                if ev.best is not None})
                 raise KeyError(f"no complete trial for triplet {tr!r}; known: {known}")
             return hits[0]
 
-        (sa, ta), (sb, tb) = find(a), find(b)
-        rng = np.random.default_rng(seed)
-        _, seeds_a, _ = _curve_matrix(ta.user_attrs)
-        _, seeds_b, _ = _curve_matrix(tb.user_attrs)
-        paired = sa == sb and seeds_a == seeds_b
-        ia = self._indices(len(seeds_a), n_boot, rng)
-        ib = ia if paired else self._indices(len(seeds_b), n_boot, rng)
-        diff = self.bootstrap(sa, ta, ia) - self.bootstrap(sb, tb, ib)
-        alpha = (1 - confidence) / 2
+        (sa, ea), (sb, eb) = find(a), find(b)
+        confirmed = ea.confirmed is not None and eb.confirmed is not None
+        ta = ea.confirmed if confirmed else ea.best
+        tb = eb.confirmed if confirmed else eb.best
+        assert ta is not None and tb is not None
+        d = self._difference((sa, ta), (sb, tb), confidence)
+        picked = [f"{'/'.join(tr[1:])}: best of {ev.configs}" for tr, ev in ((a, ea), (b, eb))
+                  if ev.configs > 1]
+        note = d.note
+        if not confirmed and picked:
+            note = ("search scores picked among several configurations on the seeds that "
+                    f"score them ({'; '.join(picked)}): optimistic, confirm them on fresh "
+                    "seeds ([confirm] in the study file)")
         return Comparison(a=tuple(a), b=tuple(b), score_a=float(ta.value),  # type: ignore
-                          score_b=float(tb.value),  # type: ignore[arg-type]
-                          difference=float(ta.value - tb.value),  # type: ignore[operator]
-                          ci_low=float(np.quantile(diff, alpha)),
-                          ci_high=float(np.quantile(diff, 1 - alpha)),
-                          p_a_better=_p_lower(diff, np.zeros_like(diff)), paired=paired)
+                          score_b=float(tb.value), difference=d.estimate,  # type: ignore
+                          ci_low=d.low, ci_high=d.high, p_value=d.p_value, paired=d.paired,
+                          confirmed=confirmed, trial_a=ta.number, trial_b=tb.number,
+                          seeds=min(self.interval(sa, ta).seeds, self.interval(sb, tb).seeds),
+                          note=note, _difference=d)
+
+
+def _rank_key(r: dict[str, Any]) -> tuple:
+    if r["trial"] is None:
+        return (2, 0.0)
+    if not math.isnan(r["confirmed_score"]):
+        return (0, r["confirmed_score"])
+    return (1, r["score"])
 
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """Triplet ``a`` against ``b``: scores (lower is better), their difference ``a - b``
-    with a bootstrap interval, and the bootstrap probability that ``a`` is better."""
+    with an interval, and the two-sided p-value of "no difference"."""
 
     a: Triplet
     b: Triplet
@@ -364,32 +371,47 @@ class Comparison:
     difference: float
     ci_low: float
     ci_high: float
-    p_a_better: float
+    p_value: float
     paired: bool
+    confirmed: bool = False  # scores from the confirmation stage (fresh seeds)
+    trial_a: int | None = None
+    trial_b: int | None = None
+    seeds: int = 0
+    note: str = ""  # why there is no interval, or why it is optimistic
+    _difference: stats.Difference | None = dataclasses.field(default=None, repr=False)
 
     @property
     def verdict(self) -> str:
+        if math.isnan(self.ci_low):
+            return "no interval"
         if self.ci_high < 0:
             return "a is more sample-efficient"
         if self.ci_low > 0:
             return "b is more sample-efficient"
         return "no clear difference"
 
+    def equivalence_p(self, margin: float) -> float:
+        """p-value of "the two scores differ by less than ``margin``" (two one-sided
+        tests); NaN where there is no interval."""
+        return self._difference.equivalence_p(margin) if self._difference else math.nan
+
+    def beyond_p(self, margin: float) -> float:
+        """p-value of "the two scores differ by more than ``margin``"."""
+        return self._difference.beyond_p(margin) if self._difference else math.nan
+
     def __str__(self) -> str:
-        return (f"{'/'.join(self.a)} vs {'/'.join(self.b)}: {self.score_a:.4g} vs "
-                f"{self.score_b:.4g}, difference {self.difference:+.4g} "
-                f"[{self.ci_low:+.4g}, {self.ci_high:+.4g}], P(a better) = "
-                f"{self.p_a_better:.2f} ({'paired' if self.paired else 'unpaired'}): "
-                f"{self.verdict}")
-
-
-def _p_lower(a: np.ndarray, b: np.ndarray) -> float:
-    """P(a < b) over bootstrap replicates, ties counting half."""
-    return float(np.mean((a < b) + 0.5 * (a == b)))
+        basis = "confirmed" if self.confirmed else "search"
+        text = (f"{'/'.join(self.a)} vs {'/'.join(self.b)} ({basis} scores, "
+                f"{'paired' if self.paired else 'unpaired'} over seeds): {self.score_a:.4g} vs "
+                f"{self.score_b:.4g}, difference {self.difference:+.4g}")
+        if not math.isnan(self.ci_low):
+            text += (f" [{self.ci_low:+.4g}, {self.ci_high:+.4g}], p = {self.p_value:.3g}")
+        text += f": {self.verdict}"
+        return text + (f" ({self.note})" if self.note else "")
 
 
 def _mean_curve(attrs: dict[str, Any]) -> dict[int, float]:
-    sizes, _, err = _curve_matrix(attrs)
+    sizes, _, err = curve_matrix(attrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(err, axis=1) if err.size else []
@@ -416,17 +438,31 @@ def format_leaderboard(df: pd.DataFrame, objective: str) -> str:
             return "-"
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    table = pd.DataFrame({
+    def ci(lo: float, hi: float, note: str) -> str:
+        return note or "-" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}]"
+
+    confirmed = df["confirmed_trial"].notna().any()
+    table = {
         "#": [fmt(v) for v in df["rank"]],
-        "triplet": df["data"] + " | " + df["model"] + " | " + df["algorithm"],
+        "triplet": list(df["data"] + " | " + df["model"] + " | " + df["algorithm"]),
         objective: [fmt(v) for v in df["score"]],
-        "95% CI": ["-" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}]"
-                   for lo, hi in zip(df["ci_low"], df["ci_high"], strict=True)],
-        "trial": [fmt(v) for v in df["trial"]],
-        "done/pruned/failed": [f"{c}/{p}/{f}" for c, p, f in
-                               zip(df["complete"], df["pruned"], df["failed"], strict=True)],
-        "test error by n": [" ".join(f"{n}:{e:.3g}" for n, e in c.items()) for c in df["curve"]],
-        "hyperparameters": [" ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in p.items())
-                            for p in df["params"]],
-    })
-    return table.to_string(index=False)
+        "95% CI": [ci(lo, hi, n) if not math.isnan(s) else "-" for lo, hi, n, s in
+                   zip(df["ci_low"], df["ci_high"], df["ci_note"], df["score"], strict=True)],
+    }
+    if confirmed:
+        table["confirmed"] = [fmt(v) for v in df["confirmed_score"]]
+        table["confirmed 95% CI"] = [
+            ci(lo, hi, n) if not math.isnan(s) else "-" for lo, hi, n, s in zip(
+                df["confirmed_low"], df["confirmed_high"], df["confirmed_note"],
+                df["confirmed_score"], strict=True)]
+    table["vs next"] = ["-" if math.isnan(p) else f"{'beats' if b else 'ties'} (p={p:.2g})"
+                        for p, b in zip(df["p_vs_next"], df["beats_next"], strict=True)]
+    table["trial"] = [fmt(v) for v in df["trial"]]
+    table["configs done/pruned/failed"] = [
+        f"{c}/{p}/{f}" for c, p, f in zip(df["complete"], df["pruned"], df["failed"],
+                                          strict=True)]
+    table["test error by n"] = [" ".join(f"{n}:{e:.3g}" for n, e in c.items())
+                                for c in df["curve"]]
+    table["hyperparameters"] = [" ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in p.items())
+                                for p in df["params"]]
+    return pd.DataFrame(table).to_string(index=False)

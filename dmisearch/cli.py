@@ -85,8 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                         help="stop starting new trials after this many seconds")
     worker.add_argument("--seed", type=_nonneg_int, metavar="N", help="seed of the sampler")
-    worker.add_argument("--worker-index", type=_nonneg_int, default=0, metavar="I",
-                        help="offsets the sampler seed so that workers sample differently")
+    worker.add_argument("--session", type=_nonneg_int, metavar="K",
+                        help="the sampler session to use (set by run --workers); by default "
+                             "a new one is taken from the study, so that no two workers "
+                             "ever draw the same proposals")
     worker.add_argument("--no-progress", action="store_true", help="no progress bar")
     worker.set_defaults(func=cmd_worker)
 
@@ -220,19 +222,13 @@ def _registry(args: argparse.Namespace, study: str | None = None, warn: bool = T
     return registry
 
 
-def _load(args: argparse.Namespace, seed_offset: int = 0) -> Any:
+def _load(args: argparse.Namespace) -> Any:
     from dmisearch.study_file import load_study
 
     registry = _registry(args, args.study)
-    seed = getattr(args, "seed", None)
-    spec = load_study(args.study, registry, n_trials=getattr(args, "n_trials", None),
+    return load_study(args.study, registry, n_trials=getattr(args, "n_trials", None),
                       timeout=getattr(args, "timeout", None), storage=args.storage,
-                      device=args.device, seed=seed)
-    if seed_offset and spec.seed is not None:  # workers of one study sample differently
-        import dataclasses
-
-        spec = dataclasses.replace(spec, seed=spec.seed + seed_offset)
-    return spec
+                      device=args.device, seed=getattr(args, "seed", None))
 
 
 def _describe_spec(spec: Any) -> None:
@@ -252,8 +248,19 @@ def _describe_spec(spec: Any) -> None:
 
 
 def _trial_line(spec: Any, t: Any) -> str:
+    from dmisearch.trialinfo import CONFIRMS_ATTR, DUPLICATE_ATTR
+
     pair = f"{t.user_attrs.get('model', '?')}/{t.user_attrs.get('algorithm', '?')}"
     secs = t.user_attrs.get("wall_time_s", 0.0)
+    if DUPLICATE_ATTR in t.user_attrs:
+        other = t.user_attrs[DUPLICATE_ATTR]
+        what = (f"repeats trial {other}: its result reused, not trained again"
+                if t.state.name != "FAIL" else f"repeats trial {other}, still running: "
+                "dropped, another configuration asked")
+        return f"trial {t.number:>4}  {pair:<18} {what}"
+    if CONFIRMS_ATTR in t.user_attrs and t.state.name == "COMPLETE":
+        return (f"trial {t.number:>4}  {pair:<18} confirms trial {t.user_attrs[CONFIRMS_ATTR]} "
+                f"on fresh seeds: {spec.objective.name} {t.value:.4g}  [{secs:.1f} s]")
     if t.state.name == "COMPLETE":
         outcome = f"{spec.objective.name} {t.value:.4g}"
     elif t.state.name == "PRUNED":
@@ -317,10 +324,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(int(threads))
-    spec = _load(args, seed_offset=args.worker_index)
+    spec = _load(args)
     emit = _printer(_wants_progress(args))
     study = run_study(spec, on_trial=lambda t: emit(_trial_line(spec, t)),
-                      progress=_wants_progress(args))
+                      progress=_wants_progress(args), session=args.session)
     _err(f"done: study '{spec.name}' has {finished_count(study)} finished trials in "
          f"{describe(spec.storage)}")
     return 0

@@ -14,8 +14,12 @@ SQLite or Redis), so every rule below works through it:
 * **Exactly n_trials.** Asking for trials happens under a lock held in the storage itself
   (``study_lock``): a worker reaps lost trials, counts finished and running ones, and asks
   for at most ``n_trials - finished - running`` new ones, all before anyone else may. So
-  the study ends with exactly ``n_trials`` finished trials whatever the number of workers;
-  a worker with nothing to ask for waits while others' trials may still fail.
+  the study ends with exactly ``n_trials`` finished search trials whatever the number of
+  workers; a worker with nothing to ask for waits while others' trials may still fail.
+  Reused duplicates and confirmation trials are not search trials (``trialinfo``).
+* **Sessions.** Every run or worker process takes a session number from the study
+  (``claim_sessions``, under the lock); samplers are seeded from it, so no two processes,
+  however many and whenever they start, draw the same proposals.
 
 The lock: ``fcntl.flock`` on a file beside a journal or SQLite file, a PostgreSQL advisory
 lock, MySQL's ``GET_LOCK``, a Redis lock, or a thread lock for in-memory studies.
@@ -37,12 +41,13 @@ import optuna
 from optuna.trial import TrialState
 
 from dmisearch.storage import _journal_path, default_storage
+from dmisearch.trialinfo import CONFIRM_SEEDS_ATTR, CONFIRMS_ATTR, FINISHED, is_search
 
 HEARTBEAT_ATTR = "dmisearch_heartbeat"
 HEARTBEAT_INTERVAL = 10.0  # seconds between stamps
 GRACE_PERIOD = 60.0  # seconds without a stamp before a running trial counts as lost
 MAX_RETRY = 3  # copies of one lost trial, at most
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SESSIONS_ATTR = "dmisearch_sessions"  # study attribute: sessions handed out so far
 
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
 
@@ -170,23 +175,34 @@ def reap_lost_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
         reaped.append(t.number)
         history = [*t.system_attrs.get("retry_history", []), t.number]
         if len(history) <= max_retry:
+            kept = {k: t.user_attrs[k] for k in (CONFIRMS_ATTR, CONFIRM_SEEDS_ATTR)
+                    if k in t.user_attrs}  # a confirmation's retry confirms too
             study.add_trial(optuna.trial.create_trial(
                 state=TrialState.WAITING, params=t.params, distributions=t.distributions,
-                user_attrs={"retry_of": t.number},
+                user_attrs={"retry_of": t.number, **kept},
                 system_attrs={"failed_trial": history[0], "retry_history": history}))
     return reaped
 
 
 def count_states(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial] | None = None
                  ) -> tuple[int, int, int]:
-    """(finished, running, waiting) trials of the study (of ``trials``, its trials as
-    already read, when given)."""
+    """(finished, running, waiting) search trials of the study (of ``trials``, its trials
+    as already read, when given): reused duplicates and confirmations do not count."""
     if trials is None:
         trials = study.get_trials(deepcopy=False)
+    trials = [t for t in trials if is_search(t)]
     finished = sum(t.state in FINISHED for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     return finished, running, waiting
+
+
+def claim_sessions(study: optuna.Study, storage_url: str | None, count: int = 1) -> int:
+    """Take ``count`` consecutive session numbers from the study; returns the first."""
+    with study_lock(storage_url, study.study_name):
+        first = int(study.user_attrs.get(SESSIONS_ATTR, 0))
+        study.set_user_attr(SESSIONS_ATTR, first + count)
+    return first
 
 
 def worker_id() -> str:

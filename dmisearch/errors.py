@@ -14,6 +14,10 @@ from collections.abc import Iterable
 class DmisearchError(Exception):
     """Base class of every error that is the user's to fix (bad input, unknown names...)."""
 
+    def cli_message(self) -> str:
+        """The message as the command line prints it (options named as flags)."""
+        return str(self)
+
 
 class PluginError(DmisearchError):
     """A plugin is broken: it fails to load, registers a malformed component, or clashes."""
@@ -35,6 +39,26 @@ class StudyFileError(DmisearchError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(f"{source}: {len(self.problems)} {noun}, nothing was run:\n{lines}")
+
+
+class StudyNotFoundError(DmisearchError):
+    """No study of that name in the storage looked at: names the storage, the studies it
+    holds, and how to point at the right one (``storage=`` in Python, ``--storage`` on the
+    command line)."""
+
+    def __init__(self, name: str, where: str, known: Iterable[str] = ()):
+        self.name, self.where, self.known = name, where, sorted(known)
+        super().__init__(self._text("storage='URL'"))
+
+    def _text(self, how: str) -> str:
+        there = (f"it holds {', '.join(repr(k) for k in self.known)}" if self.known
+                 else "it holds no study")
+        near = did_you_mean(self.name, self.known)
+        return (f"no study '{self.name}' in {self.where} ({there}{near}); pass the storage "
+                f"the study was run with ({how}), or run it first")
+
+    def cli_message(self) -> str:
+        return self._text("--storage URL")
 
 
 class StudyMismatchError(DmisearchError):

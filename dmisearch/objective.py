@@ -48,9 +48,9 @@ from dmisearch.seeding import derive_seed
 from dmisearch.space import namespace, suggest
 from dmisearch.study_file import StudySpec
 from dmisearch.training import deadline
+from dmisearch.trialinfo import CONFIRM_SEEDS_ATTR, CONFIRMS_ATTR, PAIR_PARAM, config_key
 
 SCHEMA = 1
-PAIR_PARAM = "pair"
 
 #: User attributes every finished trial carries (pruned and failed ones carry what they got).
 TRIAL_ATTRS = (
@@ -68,9 +68,11 @@ class StudyData:
     baselines: Mapping[int, float]  # curve seed -> trivial predictor's test error
 
     @classmethod
-    def prepare(cls, spec: StudySpec, ctx: RunContext) -> StudyData:
+    def prepare(cls, spec: StudySpec, ctx: RunContext,
+                seeds: tuple[int, ...] | None = None) -> StudyData:
+        """The samples of ``seeds`` (default: the curve's seeds)."""
         splits = draw_splits(spec.data, spec.grid.sizes[-1], spec.grid.test_size,
-                             spec.grid.seeds)
+                             spec.grid.seeds if seeds is None else seeds)
         base = {s: baseline_error(spec.metric, sp.y_test, sp.y_train)  # type: ignore[arg-type]
                 for s, sp in splits.items()}
         return cls({s: sp.to(ctx.device, ctx.dtype) for s, sp in splits.items()}, base)
@@ -78,6 +80,10 @@ class StudyData:
     @property
     def baseline(self) -> float:
         return float(np.mean(list(self.baselines.values())))
+
+    def floor(self, spec: StudySpec) -> float:
+        """Smallest error taken at face value before logs (metrics.floor_for)."""
+        return floor_for(spec.metric, spec.grid.test_size, self.baseline)  # type: ignore
 
 
 def resolve_device(device: str) -> torch.device:
@@ -119,6 +125,8 @@ class TrialPlan:
     trial: optuna.Trial
     model: Architecture
     algo: Algorithm
+    data: StudyData  # the curve seeds' samples, or the confirmation seeds'
+    confirmation: bool = False  # a retrain on fresh seeds: never reported nor pruned
     started: float = dataclasses.field(default_factory=time.perf_counter)
     curve: dict[str, list[Any]] = dataclasses.field(default_factory=lambda: {
         "size": [], "seed": [], "test_error": [], "train_error": [], "seconds": []})
@@ -126,6 +134,12 @@ class TrialPlan:
     outcome: str = "running"  # running | pruned | failed | complete
     error: BaseException | None = None
     value: float | None = None
+
+    @property
+    def config(self) -> str:
+        """The configuration's key (as ``trialinfo.trial_config`` reads it back)."""
+        return config_key(self.model.name, self.algo.name, jsonable(self.model.get_params()),
+                          jsonable(self.algo.get_params()))
 
 
 class TrialObjective:
@@ -142,7 +156,7 @@ class TrialObjective:
     def __init__(self, spec: StudySpec, data: StudyData, ctx: RunContext):
         self.spec, self.data, self.ctx = spec, data, ctx
         self.labels = [spec.pair_label(m, a) for m, a in spec.pairs]
-        self.floor = floor_for(spec.metric, spec.grid.test_size, data.baseline)  # type: ignore
+        self._confirm_data: dict[tuple[int, ...], StudyData] = {}
         self.stages = stages(spec.grid.sizes, spec.prune_after)
         #: sizes after which the pruner is asked: the ends of every stage but the last
         self.prune_points = frozenset(s[-1] for s in self.stages[:-1])
@@ -157,16 +171,24 @@ class TrialObjective:
         return plan.value  # type: ignore[return-value]
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
-        """Suggest the pair and its hyperparameters; record the triplet on the trial."""
+        """Suggest the pair and its hyperparameters; record the triplet on the trial. A
+        confirmation trial (user attribute ``confirms``) trains on its confirmation seeds."""
         spec = self.spec
         m_name, a_name = trial.suggest_categorical(PAIR_PARAM, self.labels).split("/")
         m_cand, a_cand = spec.models[m_name], spec.algorithms[a_name]
         model = m_cand.cls(**suggest(trial, namespace(m_cand.cls), m_cand.space))
         algo = a_cand.cls(**suggest(trial, namespace(a_cand.cls), a_cand.space))
         assert isinstance(model, Architecture) and isinstance(algo, Algorithm)
-        for key, value in self._identity(model, algo).items():
+        seeds = confirmation_seeds(trial.user_attrs)
+        data = self.data if seeds is None else self._confirmation_data(seeds)
+        for key, value in self._identity(model, algo, data).items():
             trial.set_user_attr(key, value)
-        return TrialPlan(trial, model, algo)
+        return TrialPlan(trial, model, algo, data, confirmation=seeds is not None)
+
+    def _confirmation_data(self, seeds: tuple[int, ...]) -> StudyData:
+        if seeds not in self._confirm_data:
+            self._confirm_data[seeds] = StudyData.prepare(self.spec, self.ctx, seeds)
+        return self._confirm_data[seeds]
 
     def execute(self, plans: list[TrialPlan]) -> None:
         """Train and score ``plans`` stage by stage; sets each plan's ``outcome``.
@@ -191,12 +213,13 @@ class TrialObjective:
             p.trial.set_user_attr("curve", p.curve)
             p.trial.set_user_attr("wall_time_s", time.perf_counter() - p.started)
 
-    def _jobs(self, sizes: tuple[int, ...]) -> list[tuple[int, int, Job]]:
+    @staticmethod
+    def _jobs(data: StudyData, sizes: tuple[int, ...]) -> list[tuple[int, int, Job]]:
         return [(n, s, Job(sp.x_train[:n], sp.y_train[:n], sp.x_test, derive_seed("job", s)))
-                for n in sizes for s, sp in self.data.splits.items()]
+                for n in sizes for s, sp in data.splits.items()]
 
     def _run_stage(self, plans: list[TrialPlan], sizes: tuple[int, ...]) -> None:
-        jobs = self._jobs(sizes)
+        jobs = self._jobs(plans[0].data, sizes)
         cls = type(plans[0].algo)
         t0 = time.perf_counter()
         try:
@@ -230,7 +253,7 @@ class TrialObjective:
                     raise RuntimeError(
                         f"algorithm '{plan.algo.name}' returned {what} predictions of shape "
                         f"{tuple(got.shape)} for n={n}, seed={s}; expected ({rows}, {out})")
-            test_err = error(spec.metric, p.test, self.data.splits[s].y_test)  # type: ignore
+            test_err = error(spec.metric, p.test, plan.data.splits[s].y_test)  # type: ignore
             train_err = error(spec.metric, p.train, job.y_train)  # type: ignore[arg-type]
             for key, v in (("size", n), ("seed", s), ("test_error", test_err),
                            ("train_error", train_err), ("seconds", seconds)):
@@ -244,23 +267,27 @@ class TrialObjective:
             if plan.outcome != "running":
                 return
             plan.means.append(float(np.mean(errs)))
+            if plan.confirmation:  # other seeds: kept out of the pruner's statistics
+                continue
             sizes = np.array(spec.grid.sizes[: len(plan.means)])
             trial.report(spec.objective.intermediate(
-                sizes, np.array(plan.means), self.data.baseline, self.floor), step=n)
+                sizes, np.array(plan.means), plan.data.baseline, plan.data.floor(spec)), step=n)
             if n in self.prune_points and trial.should_prune():
                 trial.set_user_attr("pruned_reason", f"pruner stopped it after n={n}")
                 plan.outcome = "pruned"
 
     def _finish(self, plan: TrialPlan) -> None:
         sizes, mean = np.array(self.spec.grid.sizes), np.array(plan.means)
-        plan.trial.set_user_attr("scores", self.scores(sizes, mean, self.floor))
-        plan.value = self.spec.objective.score(sizes, mean, self.data.baseline, self.floor)
+        base, floor = plan.data.baseline, plan.data.floor(self.spec)
+        plan.trial.set_user_attr("scores", self.scores(sizes, mean, base, floor))
+        plan.value = self.spec.objective.score(sizes, mean, base, floor)
         plan.outcome = "complete"
 
-    def scores(self, sizes: np.ndarray, mean: np.ndarray, floor: float) -> dict[str, Any]:
+    def scores(self, sizes: np.ndarray, mean: np.ndarray, baseline: float, floor: float
+               ) -> dict[str, Any]:
         """Every summary of a complete curve, whichever one the study optimises."""
         out: dict[str, Any] = {
-            "aulc": aulc(sizes, mean, self.data.baseline, floor),
+            "aulc": aulc(sizes, mean, baseline, floor),
             "final_error": float(mean[-1]),
             "beta": beta(sizes, mean, floor),
             "mean_test_error": [float(v) for v in mean],
@@ -271,7 +298,8 @@ class TrialObjective:
             out["n_to_target"], out["n_to_target_status"] = n, status
         return out
 
-    def _identity(self, model: Architecture, algo: Algorithm) -> dict[str, Any]:
+    def _identity(self, model: Architecture, algo: Algorithm, samples: StudyData
+                  ) -> dict[str, Any]:
         spec = self.spec
         data = spec.data.record()
         return {
@@ -288,7 +316,7 @@ class TrialObjective:
                 "data": spec.data_entries[0].provenance(),
                 "transforms": [e.provenance() for e in spec.data_entries[1:]],
             },
-            "baseline_error": self.data.baseline,
+            "baseline_error": samples.baseline,
             "metric": spec.metric,
             "device": device_label(self.ctx.device),
             "torch": torch.__version__,
@@ -308,8 +336,16 @@ def stages(sizes: tuple[int, ...], prune_after: tuple[int, ...]) -> list[tuple[i
 
 
 def _by_algorithm(plans: list[TrialPlan]) -> list[list[TrialPlan]]:
-    """Plans grouped by algorithm class, in first-seen order."""
-    groups: dict[type, list[TrialPlan]] = {}
+    """Plans grouped by algorithm class and data (curve or confirmation seeds), in
+    first-seen order: what one call of ``fit_predict_runs`` can train."""
+    groups: dict[tuple[type, int], list[TrialPlan]] = {}
     for p in plans:
-        groups.setdefault(type(p.algo), []).append(p)
+        groups.setdefault((type(p.algo), id(p.data)), []).append(p)
     return list(groups.values())
+
+
+def confirmation_seeds(attrs: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The seeds a confirmation trial trains on (None for a search trial)."""
+    if CONFIRMS_ATTR not in attrs:
+        return None
+    return tuple(int(s) for s in attrs[CONFIRM_SEEDS_ATTR])

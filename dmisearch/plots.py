@@ -25,7 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from dmisearch import stats  # noqa: E402
 from dmisearch.analysis import Results, Triplet, _curve_matrix  # noqa: E402
+from dmisearch.metrics import beta  # noqa: E402
 
 STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "legend.fontsize": 8}
@@ -113,21 +115,19 @@ def across_data(res: Results, *, datasets: Sequence[str] | None = None) -> Figur
     return fig
 
 
-def exponents(res: Results, *, n_boot: int = 500, seed: int = 0) -> Figure:
+def exponents(res: Results) -> Figure:
     """The fitted power-law exponent ``beta`` (-slope of log error against log n) of each
-    triplet, with a bootstrap interval over seeds."""
+    triplet, with its 95% interval over seeds (jackknife-t, :mod:`dmisearch.stats`; none
+    below three seeds)."""
     rows = []
-    rng = np.random.default_rng(seed)
     for _, trip, t in _best(res):
         sizes, _, err = _curve_matrix(t.user_attrs)  # type: ignore[attr-defined]
-        if len(sizes) < 2:
+        err = err[:, np.all(np.isfinite(err), axis=0)]
+        if len(sizes) < 2 or err.shape[1] == 0:
             continue
-        idx = rng.integers(0, err.shape[1], size=(n_boot, err.shape[1]))
-        logn = np.log(sizes)
-        betas = [-np.polyfit(logn, np.log(np.maximum(err[:, i].mean(1), 1e-300)), 1)[0]
-                 for i in idx]
-        point = -np.polyfit(logn, np.log(np.maximum(np.nanmean(err, 1), 1e-300)), 1)[0]
-        rows.append(("/".join(trip), point, *np.quantile(betas, [0.025, 0.975])))
+        iv = stats.interval(err, lambda e, n=sizes: beta(n, e.mean(axis=1), 1e-300))
+        low, high = (iv.low, iv.high) if iv.available else (iv.estimate, iv.estimate)
+        rows.append(("/".join(trip), iv.estimate, low, high))
     rows.sort(key=lambda r: -r[1])
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.5, 0.6 + 0.35 * max(len(rows), 1)))

@@ -11,6 +11,15 @@
 * Trials are asked for ``trials_per_batch`` at a time (ask-and-tell) and trained together,
   so that the engine fuses the jobs of trials that share an architecture shape and the
   sampler and storage are visited once per batch rather than once per network.
+* No configuration trains twice. Each process samples from its own stream (a session of the
+  study: ``coordination.claim_sessions``), and every proposal is checked, under the study
+  lock, against the configurations already finished or running: a repeat of a finished one
+  is answered from it (``duplicate_of``; not counted in ``n_trials``), a repeat of a running
+  one is dropped and another asked. In a finite space the study ends when every
+  configuration has finished, even short of ``n_trials``.
+* With ``[confirm]``, once the search has spent its budget the best configuration of each
+  of the ``top`` best triplets is retrained on fresh seeds (confirmation trials: ordinary
+  trials marked ``confirms``, never pruned, resumed like any other).
 * A trial that raises is recorded as FAIL with the error and a traceback tail in its user
   attributes, and the study goes on; after ``MAX_FAIL_STREAK`` failures in a row the run
   stops with a summary of why, since every further trial would fail the same way.
@@ -23,6 +32,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 import traceback
@@ -36,26 +46,39 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 import dmisearch
+from dmisearch.confirmation import pending_confirmations
 from dmisearch.coordination import (
-    FINISHED,
     Heartbeat,
+    claim_sessions,
     count_states,
     reap_lost_trials,
     study_lock,
     worker_id,
 )
-from dmisearch.errors import DmisearchError, StudyMismatchError
-from dmisearch.objective import StudyData, TrialObjective, make_context
+from dmisearch.errors import DmisearchError, StudyMismatchError, StudyNotFoundError
+from dmisearch.objective import StudyData, TrialObjective, TrialPlan, make_context
+from dmisearch.seeding import derive_seed
 from dmisearch.storage import describe, open_storage, silence_optuna
 from dmisearch.study_file import StudySpec
+from dmisearch.trialinfo import (
+    CONFIRM_SEEDS_ATTR,
+    CONFIRMS_ATTR,
+    DUPLICATE_ATTR,
+    FINISHED,
+    IDENTITY_ATTR,
+    is_confirmation,
+    is_search,
+    trial_config,
+)
 
 MAX_FAIL_STREAK = 10
 #: Seconds a worker with nothing to ask for waits before looking again.
 POLL_INTERVAL = 2.0
 #: Trials asked for and trained together on a CUDA device when the study does not say.
 AUTO_BATCH_CUDA = 16
-IDENTITY_ATTR = "dmisearch_identity"
 SEARCH_ATTR = "dmisearch_search"
+#: Repeated proposals one claim answers before it asks a random sampler instead.
+DUPLICATE_PATIENCE = 8
 
 
 def stored_identity(spec: StudySpec) -> dict[str, Any]:
@@ -82,8 +105,8 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
                                           sampler=spec.make_sampler(),
                                           pruner=spec.make_pruner())
             except KeyError:
-                raise DmisearchError(f"no study '{spec.name}' in {describe(spec.storage)}; "
-                                     "pass the study's --storage") from None
+                known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+                raise StudyNotFoundError(spec.name, describe(spec.storage), known) from None
     ident = stored_identity(spec)
     stored = study.user_attrs.get(IDENTITY_ATTR)
     if stored is None and not create:
@@ -121,13 +144,18 @@ def rerun_trial(spec: StudySpec, number: int) -> tuple[optuna.trial.FrozenTrial,
                              f"{stored.state.name}: it failed before choosing a pair)")
     ctx = make_context(spec)
     objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
-    plan = objective.plan(optuna.trial.FixedTrial(stored.params, number=number))
+    trial = optuna.trial.FixedTrial(stored.params, number=number)
+    for key in (CONFIRMS_ATTR, CONFIRM_SEEDS_ATTR):  # a confirmation: its own seeds
+        if key in stored.user_attrs:
+            trial.set_user_attr(key, stored.user_attrs[key])
+    plan = objective.plan(trial)
     objective.execute([plan])
     return stored, plan
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Finished search trials (what ``n_trials`` counts)."""
+    return count_states(study)[0]
 
 
 TrialCallback = Callable[[optuna.trial.FrozenTrial], None]
@@ -139,10 +167,17 @@ def run_study(
     on_trial: TrialCallback | None = None,
     progress: bool = False,
     poll: float = POLL_INTERVAL,
+    session: int | None = None,
 ) -> optuna.Study:
-    """Run ``spec`` as one worker until the study has ``n_trials`` finished trials (across
-    every worker) or this run's ``timeout`` passes; returns the Optuna study."""
+    """Run ``spec`` as one worker until the study has ``n_trials`` finished search trials
+    (across every worker) and its confirmations, or this run's ``timeout`` passes; returns
+    the Optuna study. ``session``: this worker's sampler session (by default a new one is
+    taken from the study)."""
     study = open_study(spec)
+    if session is None:
+        session = claim_sessions(study, spec.storage)
+    spec = dataclasses.replace(spec, session=session)
+    study.sampler = spec.make_sampler()
     ctx = make_context(spec)
     objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
     batch = spec.trials_per_batch or (AUTO_BATCH_CUDA if ctx.device.type == "cuda" else 1)
@@ -153,23 +188,17 @@ def run_study(
     try:
         while spec.timeout is None or time.monotonic() - start < spec.timeout:
             asked = []
-            trials = claim(study, spec, batch, asked)
-            if trials is None:
+            claimed = claim(study, spec, batch, asked, objective)
+            if claimed is None:
                 break
-            if not trials:  # the rest is running elsewhere and may yet fail: wait
-                time.sleep(poll)
+            for frozen in claimed.answered:  # reused results and failed plans
+                _note(frozen, streak, bar, on_trial, spec, study)
+            if not claimed.plans:  # the rest is running elsewhere and may yet fail: wait
+                if not claimed.answered:
+                    time.sleep(poll)
                 continue
-            for frozen in run_batch(study, objective, trials):
-                if frozen.state == TrialState.FAIL:
-                    streak.append(str(frozen.user_attrs.get("error", "unknown error")))
-                else:
-                    streak.clear()
-                if bar is not None:
-                    bar.update(1 if frozen.state in FINISHED else 0)
-                    if frozen.state == TrialState.COMPLETE:
-                        bar.set_postfix_str(f"best {spec.objective.name} {study.best_value:.4g}")
-                if on_trial is not None:
-                    on_trial(frozen)
+            for frozen in run_batch(study, objective, claimed.plans):
+                _note(frozen, streak, bar, on_trial, spec, study)
             if len(streak) >= MAX_FAIL_STREAK:
                 raise DmisearchError(_fail_summary(spec, streak))
     except KeyboardInterrupt:  # also between an ask and run_batch: no trial left RUNNING
@@ -181,53 +210,174 @@ def run_study(
     return study
 
 
-def claim(study: optuna.Study, spec: StudySpec, batch: int,
-          asked: list[optuna.Trial] | None = None) -> list[optuna.Trial] | None:
+def _note(frozen: optuna.trial.FrozenTrial, streak: list[str], bar: Any,
+          on_trial: TrialCallback | None, spec: StudySpec, study: optuna.Study) -> None:
+    """Count a finished trial into the failure streak and the progress bar; report it."""
+    if is_search(frozen):
+        if frozen.state == TrialState.FAIL:
+            streak.append(str(frozen.user_attrs.get("error", "unknown error")))
+        else:
+            streak.clear()
+    if bar is not None:
+        bar.update(1 if is_search(frozen) and frozen.state in FINISHED else 0)
+        if frozen.state == TrialState.COMPLETE:
+            bar.set_postfix_str(f"best {spec.objective.name} {study.best_value:.4g}")
+    if on_trial is not None:
+        on_trial(frozen)
+
+
+@dataclasses.dataclass
+class Claimed:
+    """What one claim hands a worker: plans to train, and trials it answered itself (a
+    reused duplicate, a plan that failed, a repeat of a running configuration)."""
+
+    plans: list[TrialPlan]
+    answered: list[optuna.trial.FrozenTrial]
+
+
+def claim(study: optuna.Study, spec: StudySpec, batch: int, asked: list[optuna.Trial],
+          objective: TrialObjective) -> Claimed | None:
     """Under the study lock: reap lost trials, then ask for as many trials as the budget
-    leaves (at most ``batch``). None: the study is done; []: wait for running trials.
-    Each trial also goes into ``asked`` as soon as it exists, so that an interrupt before
-    the list is returned still finds it (``fail_interrupted``)."""
-    asked = [] if asked is None else asked
+    leaves (at most ``batch``), each planned (its configuration chosen) and checked against
+    the configurations already finished or running. Once the search is done, the
+    confirmation trials it calls for. None: the study is done; no plans: wait for running
+    trials. Each trial also goes into ``asked`` as soon as it exists, so that an interrupt
+    before the list is returned still finds it (``fail_interrupted``)."""
     with study_lock(spec.storage, spec.name):
         reap_lost_trials(study, grace=spec.grace_period)
         snapshot = study.get_trials(deepcopy=False)
-        finished, running, _ = count_states(study, snapshot)
-        if spec.n_trials is None:
-            want = batch
-        elif finished >= spec.n_trials:
+        census = Census.of(snapshot)
+        size = spec.space_size()
+        exhausted = size is not None and len(census.finished) >= size
+        if exhausted or (spec.n_trials is not None and census.done >= spec.n_trials):
             drop_unneeded_retries(study)
-            return None
+            waiting = pending_confirmations(study, spec, snapshot)
+            if not waiting:
+                return Claimed([], []) if census.running_confirmations else None
+            want = min(batch, waiting)
         else:
-            want = min(batch, spec.n_trials - finished - running)
+            want = batch if spec.n_trials is None else (
+                spec.n_trials - census.done - census.running)
+            if size is not None:  # no more than the configurations left
+                want = min(want, size - len(census.finished) - len(census.busy))
+            want = min(batch, want)
         if want <= 0:
-            return []
+            return Claimed([], [])
         before = {t._trial_id for t in snapshot if t.state == TrialState.RUNNING}
         try:
-            for _ in range(want):
-                asked.append(study.ask())
+            return _ask(study, spec, objective, want, asked, census)
         except KeyboardInterrupt:  # perhaps inside an ask that had created its trial:
             # under the lock only this worker asks, so every newly running trial is its own
             with contextlib.suppress(Exception):  # else the reaper clears them later
                 fail_interrupted(study, [t for t in _running(study)
                                          if t._trial_id not in before])
             raise
-        return list(asked)
+
+
+@dataclasses.dataclass
+class Census:
+    """The study's search trials as one claim sees them."""
+
+    done: int  # finished search trials (what n_trials counts)
+    running: int  # running search trials
+    finished: dict[str, optuna.trial.FrozenTrial]  # configuration -> a finished trial of it
+    busy: dict[str, int]  # configuration -> a running or waiting trial of it
+    running_confirmations: int
+
+    @classmethod
+    def of(cls, trials: list[optuna.trial.FrozenTrial]) -> Census:
+        done, running, _ = count_states(None, trials)  # type: ignore[arg-type]
+        finished: dict[str, optuna.trial.FrozenTrial] = {}
+        busy: dict[str, int] = {}
+        confirming = 0
+        for t in trials:
+            if is_confirmation(t):
+                confirming += t.state in (TrialState.RUNNING, TrialState.WAITING)
+                continue
+            key = trial_config(t)
+            if key is None or not is_search(t):
+                continue
+            if t.state in FINISHED:
+                finished.setdefault(key, t)
+            elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+                busy[key] = t.number
+        busy = {k: v for k, v in busy.items() if k not in finished}
+        return cls(done, running, finished, busy, confirming)
+
+
+def _ask(study: optuna.Study, spec: StudySpec, objective: TrialObjective, want: int,
+         asked: list[optuna.Trial], census: Census) -> Claimed:
+    """Ask until ``want`` trials have a configuration no other trial has (or the sampler
+    keeps repeating itself: then a random sampler is asked, and after that, give up for
+    now). Called under the study lock."""
+    out = Claimed([], [])
+    repeats = 0
+    sampler = study.sampler
+    try:
+        while len(out.plans) < want and len(asked) < 4 * (want + DUPLICATE_PATIENCE):
+            if repeats >= DUPLICATE_PATIENCE:  # the sampler is stuck on known points
+                study.sampler = optuna.samplers.RandomSampler(
+                    seed=derive_seed("repeat", spec.seed or 0, spec.session, len(asked)) % 2**32)
+            trial = study.ask()
+            asked.append(trial)
+            try:
+                plan = objective.plan(trial)
+            except Exception as exc:  # the run's failure streak decides whether to go on
+                out.answered.append(_tell_failed(study, trial, exc))
+                break
+            if plan.confirmation:
+                out.plans.append(plan)
+                continue
+            key = plan.config
+            if key in census.finished:
+                repeats += 1
+                out.answered.append(_reuse(study, trial, census.finished[key]))
+            elif key in census.busy:
+                repeats += 1
+                out.answered.append(_drop(study, trial, census.busy[key]))
+            else:
+                census.busy[key] = trial.number
+                out.plans.append(plan)
+    finally:
+        study.sampler = sampler
+    return out
+
+
+def _reuse(study: optuna.Study, trial: optuna.Trial, original: optuna.trial.FrozenTrial
+           ) -> optuna.trial.FrozenTrial:
+    """Answer a repeated proposal with the finished trial's result (so that the sampler
+    learns it) without training it again."""
+    trial.set_user_attr(DUPLICATE_ATTR, original.number)
+    if original.state == TrialState.COMPLETE:
+        return _tell(study, trial, original.value)
+    why = original.user_attrs.get("pruned_reason", "pruned")
+    trial.set_user_attr("pruned_reason", f"as trial {original.number}, the same "
+                                         f"configuration: {why}")
+    return _tell(study, trial, state=TrialState.PRUNED)
+
+
+def _drop(study: optuna.Study, trial: optuna.Trial, running: int) -> optuna.trial.FrozenTrial:
+    """A proposal of a configuration another trial is training: not trained twice."""
+    trial.set_user_attr(DUPLICATE_ATTR, running)
+    trial.set_user_attr("error", f"the configuration of trial {running}, still running: "
+                                 "not trained twice; another configuration was asked")
+    return _tell(study, trial, state=TrialState.FAIL)
 
 
 def drop_unneeded_retries(study: optuna.Study) -> None:
-    """Queued retries of lost trials that the finished study no longer needs: FAIL, with the
-    reason (they would otherwise wait forever)."""
+    """Queued retries of lost search trials that the finished search no longer needs:
+    FAIL, with the reason (they would otherwise wait forever)."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if "retry_of" in t.user_attrs:
+        if "retry_of" in t.user_attrs and is_search(t):
             with contextlib.suppress(Exception):
                 study._storage.set_trial_user_attr(
                     t._trial_id, "error", "retry not needed: the study reached n_trials")
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
-def run_batch(study: optuna.Study, objective: TrialObjective, trials: list[optuna.Trial]
+def run_batch(study: optuna.Study, objective: TrialObjective, plans: list[TrialPlan]
               ) -> list[optuna.trial.FrozenTrial]:
-    """Evaluate ``trials`` together, tell each outcome (in trial order), while a heartbeat
+    """Train ``plans`` together, tell each outcome (in trial order), while a heartbeat
     keeps them from being reaped.
 
     Failures are recorded on their trial, never raised; ``KeyboardInterrupt`` marks every
@@ -235,17 +385,12 @@ def run_batch(study: optuna.Study, objective: TrialObjective, trials: list[optun
     another worker reaped meanwhile (no heartbeat long enough, e.g. a suspended process)
     stays as the reaper recorded it.
     """
+    trials = [p.trial for p in plans]
     told: dict[int, optuna.trial.FrozenTrial] = {}
     try:
         with Heartbeat(trials, interval=objective.spec.heartbeat_interval):
             for trial in trials:
                 trial.set_user_attr("worker", worker_id())
-            plans = []
-            for trial in trials:
-                try:
-                    plans.append(objective.plan(trial))
-                except Exception as exc:
-                    told[trial.number] = _tell_failed(study, trial, exc)
             objective.execute(plans)
         for p in plans:
             if p.outcome == "complete":

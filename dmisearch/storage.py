@@ -3,8 +3,9 @@
 ============================================ ===============================================
 storage string                               storage
 ============================================ ===============================================
-(none)                                       the embedded default: a journal file,
-                                             ``$DMISEARCH_STORAGE`` or ``.dmisearch/journal.log``
+(none)                                       the embedded default: ``$DMISEARCH_STORAGE``,
+                                             else the journal file ``.dmisearch/journal.log``
+                                             beside the study file
 ``journal:PATH`` or a path ending in         Optuna ``JournalStorage`` on a file (no server;
 ``.log`` / ``.journal`` / ``.jsonl``         safe for several local processes)
 ``redis://HOST:PORT/DB``                     ``JournalStorage`` on Redis
@@ -12,6 +13,13 @@ storage string                               storage
 ``mysql+pymysql://...``
 ``memory``                                   in-process only (lost on exit; for tests)
 ============================================ ===============================================
+
+A study's storage follows its study file, not the folder a command runs in: the default
+journal lives in ``.dmisearch/`` beside the study file, and a relative journal or SQLite path
+written *in* a study file is read from the study file's folder (:func:`study_storage`), so
+``dmisearch run path/to/study.toml`` from any folder reaches the same study. A path given on
+the command line (``--storage``) or in Python (``storage=``) is relative to the current
+folder, as paths typed there are.
 
 The embedded default is Optuna's journal file backend rather than SQLite: several worker
 processes on one machine append to it under a file lock, without "database is locked".
@@ -38,8 +46,34 @@ DEFAULT_JOURNAL = ".dmisearch/journal.log"
 _RDB = re.compile(r"^(sqlite|postgresql|postgres|mysql|mariadb|oracle|mssql)(\+\w+)?://")
 
 
-def default_storage() -> str:
-    return os.environ.get(ENV_STORAGE) or f"journal:{DEFAULT_JOURNAL}"
+def default_storage(study_file: str | Path | None = None) -> str:
+    """``$DMISEARCH_STORAGE``, else the journal beside ``study_file`` (else in the current
+    folder)."""
+    env = os.environ.get(ENV_STORAGE)
+    if env:
+        return env
+    if study_file is None:
+        return f"journal:{DEFAULT_JOURNAL}"
+    return f"journal:{Path(study_file).resolve().parent / DEFAULT_JOURNAL}"
+
+
+def study_storage(written: str | None, study_file: str | Path | None) -> str:
+    """The storage of a study file: what it says (relative paths read from its folder), or
+    the default beside it."""
+    if not written:
+        return default_storage(study_file)
+    if study_file is None:
+        return written
+    base = Path(study_file).resolve().parent
+    path = _journal_path(written)
+    if path is not None:
+        p = Path(path).expanduser()
+        return written if p.is_absolute() else f"journal:{base / p}"
+    if written.startswith("sqlite:///") and not written.startswith("sqlite:////"):
+        rel = written[len("sqlite:///"):]
+        if rel and rel != ":memory:" and not Path(rel).expanduser().is_absolute():
+            return f"sqlite:///{base / rel}"
+    return written
 
 
 def _journal_path(url: str) -> str | None:

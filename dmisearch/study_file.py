@@ -35,8 +35,21 @@ from dmisearch.data import Composed, check_split
 from dmisearch.errors import DmisearchError, StudyFileError, did_you_mean
 from dmisearch.metrics import METRICS, OBJECTIVES, Objective, default_metric
 from dmisearch.plugins import Entry, Registry
+from dmisearch.samplers import (
+    EXHAUSTIVE,
+    PRUNER_DEFAULTS,
+    PRUNERS,
+    SAMPLER_DEFAULTS,
+    SAMPLERS,
+    Exhaustive,
+    continuous,
+    default_grid,
+    session_seed,
+    space_size,
+)
 from dmisearch.space import Dim, coerce, corners, distribution_values, parse_override
 from dmisearch.space import describe as describe_dim
+from dmisearch.storage import study_storage
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,30 +64,11 @@ SECTIONS: dict[str, set[str]] = {
     "objective": {"name", "target", "metric"},
     "search": {"models", "algorithms", "pairs", "n_trials", "timeout", "seed", "sampler",
                "pruner", "prune_after", "space", "trials_per_batch", "trial_timeout"},
+    "confirm": {"top", "seeds"},
 }
 DTYPES = ("float32", "float64")
 ENGINES = ("fused", "loop")
 
-SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "gp": "GPSampler",
-    "cmaes": "CmaEsSampler",
-    "qmc": "QMCSampler",
-}
-PRUNERS = {
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "hyperband": "HyperbandPruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "threshold": "ThresholdPruner",
-    "none": "NopPruner",
-}
-#: Defaults applied when the study file names the sampler without these options.
-SAMPLER_DEFAULTS = {
-    "TPESampler": {"multivariate": True, "group": True},
-}
-PRUNER_DEFAULTS = {"MedianPruner": {"n_startup_trials": 5}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +78,15 @@ class Grid:
     sizes: tuple[int, ...]  # training sizes, strictly increasing
     seeds: tuple[int, ...]  # curve seeds: data draw, initialisation and batch order
     test_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirm:
+    """The confirmation stage: after the search, the best configuration of each of the
+    ``top`` best triplets is retrained on ``seeds``, which the search never used."""
+
+    top: int
+    seeds: tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,7 @@ class Pluggable:
     options: Mapping[str, Any]
 
     def build(self, module: Any, seed: int | None = None) -> Any:
+        """The Optuna object; ``seed`` fills a ``seed`` option the file left out."""
         cls = getattr(module, self.cls_name)
         options = dict(self.options)
         if seed is not None and "seed" in inspect.signature(cls).parameters:
@@ -121,7 +125,7 @@ class StudySpec:
 
     source: str
     name: str
-    storage: str | None
+    storage: str  # Optuna storage string (see dmisearch.storage), already resolved
     device: str
     dtype: str
     engine: str  # fused | loop
@@ -149,13 +153,34 @@ class StudySpec:
     #: Sizes after which the pruner is asked; the sizes up to each train as one stage.
     #: Empty: no pruner. Default: every size but the last.
     prune_after: tuple[int, ...] = ()
+    confirm: Confirm | None = None  # the confirmation stage ([confirm]), if any
+    #: Which run or worker of the study this is (numbered in the study's storage): mixed
+    #: into the sampler's seed so that no two ever draw the same proposals.
+    session: int = 0
 
     @staticmethod
     def pair_label(model: str, algorithm: str) -> str:
         return f"{model}/{algorithm}"
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
-        return self.sampler.build(optuna.samplers, self.seed)
+        """This session's sampler (exhaustive designs wrapped for ask-and-tell)."""
+        sampler = self.sampler.build(optuna.samplers, session_seed(self.seed, self.session))
+        return Exhaustive(sampler) if self.sampler.cls_name in EXHAUSTIVE else sampler
+
+    @property
+    def exhaustive(self) -> bool:
+        return self.sampler.cls_name in EXHAUSTIVE
+
+    def spaces(self) -> dict[str, Mapping[str, Dim]]:
+        """Every searched component's space by namespace (``model.fcn``, ...)."""
+        return {**{f"model.{n}": c.space for n, c in self.models.items()},
+                **{f"algorithm.{n}": c.space for n, c in self.algorithms.items()}}
+
+    def space_size(self) -> int | None:
+        """Distinct configurations the search can reach (None: unbounded)."""
+        grid = self.sampler.options.get("search_space") if (
+            self.sampler.cls_name == "GridSampler") else None
+        return space_size(self.pairs, self.spaces(), grid)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         return self.pruner.build(optuna.pruners)
@@ -292,7 +317,9 @@ def build_spec(
         for problem in exc.problems:
             pb.add("", problem)
     name = _typed(st, "name", str, "study", pb, default_name)
-    storage = storage if storage is not None else _typed(st, "storage", str, "study", pb, None)
+    if storage is None:  # the file's storage is read from the file's folder
+        written = _typed(st, "storage", str, "study", pb, None)
+        storage = study_storage(written, source if Path(source).is_file() else None)
     device = _check_device(device if device is not None else
                            _typed(st, "device", str, "study", pb, "auto"), pb)
     dtype = _typed(st, "dtype", str, "study", pb, "float32")
@@ -325,9 +352,6 @@ def build_spec(
         pb.add("search.n_trials", f"must be >= 1, got {n_trials}")
     if timeout is not None and not timeout > 0:
         pb.add("search.timeout", f"must be > 0 seconds, got {timeout}")
-    if n_trials is None and timeout is None:
-        pb.add("search", "set n_trials or timeout (or pass --n-trials / --timeout), "
-                         "otherwise the study would never stop")
     if seed is not None and seed < 0:
         pb.add("search.seed", f"must be >= 0, got {seed}")
     trial_timeout = _typed(se, "trial_timeout", (int, float), "search", pb)
@@ -344,10 +368,20 @@ def build_spec(
     models, algorithms, pairs, excluded = _build_search(se, registry, info, pb)
     sampler = _build_pluggable(se.get("sampler", "tpe"), "search.sampler", SAMPLERS,
                                optuna.samplers, SAMPLER_DEFAULTS, pb, seed)
+    if sampler.cls_name in EXHAUSTIVE and models and algorithms and pairs:
+        sampler = _exhaustive(sampler, models, algorithms, pairs, pb)
+    elif n_trials is None and timeout is None:
+        pb.add("search", "set n_trials or timeout (or pass --n-trials / --timeout), "
+                         "otherwise the study would never stop")
     problems = len(pb.items)
     pruner = _build_pluggable(se.get("pruner", "median"), "search.pruner", PRUNERS,
                               optuna.pruners, PRUNER_DEFAULTS, pb, None)
     prune_after = _build_prune_after(se, pruner, grid, pb, len(pb.items) > problems)
+    confirm = _build_confirm(sec["confirm"], grid, pb)
+    if confirm is not None and n_trials is None and sampler.cls_name not in EXHAUSTIVE:
+        pb.add("confirm", "the confirmation stage starts when the search has spent its "
+                          "budget: set search.n_trials (or pass --n-trials), or use an "
+                          "exhaustive sampler (\"grid\", \"brute_force\")")
 
     if pb.items:
         raise StudyFileError(source, pb.items)
@@ -361,13 +395,82 @@ def build_spec(
         trial_timeout=None if trial_timeout is None else float(trial_timeout),
         heartbeat_interval=float(heartbeat), grace_period=float(grace),
         seed=seed, sampler=sampler,
-        pruner=pruner, prune_after=prune_after,
+        pruner=pruner, prune_after=prune_after, confirm=confirm,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _build_confirm(table: Mapping[str, Any], grid: Grid | None, pb: _Problems
+                   ) -> Confirm | None:
+    """``[confirm]``: ``top`` (triplets, default 3) and ``seeds`` (a count, default the
+    curve's number of seeds and at least 5, or a list of seeds the search does not use)."""
+    if not table:
+        return None
+    top = table.get("top", 3)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        pb.add("confirm.top", f"must be a positive number of triplets, got {top!r}")
+        return None
+    if grid is None:
+        return None
+    raw = table.get("seeds", max(len(grid.seeds), 5))
+    first = max(grid.seeds) + 1
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 3:
+            pb.add("confirm.seeds", f"must be at least 3 (fewer give no interval), got {raw}")
+            return None
+        return Confirm(top, tuple(range(first, first + raw)))
+    if (isinstance(raw, list) and len(raw) >= 3 and len(set(raw)) == len(raw) and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)):
+        used = sorted(set(raw) & set(grid.seeds))
+        if used:
+            pb.add("confirm.seeds", f"{used} are curve seeds the search uses: confirmation "
+                                    f"needs fresh ones (e.g. from {first} on)")
+            return None
+        return Confirm(top, tuple(raw))
+    pb.add("confirm.seeds", f"must be a count >= 3 or a list of at least 3 distinct "
+                            f"non-negative integers, got {raw!r}")
+    return None
+
+
+def _exhaustive(sampler: Pluggable, models: Mapping[str, Candidate],
+                algorithms: Mapping[str, Candidate], pairs: tuple[tuple[str, str], ...],
+                pb: _Problems) -> Pluggable:
+    """A grid or brute-force design: every searched dimension discrete; a grid without
+    ``search_space`` gets every value of every searched dimension."""
+    spaces = {**{f"model.{n}": c.space for n, c in models.items()},
+              **{f"algorithm.{n}": c.space for n, c in algorithms.items()}}
+    ranges = continuous(spaces)
+    if ranges:
+        pb.add("search.sampler", f"{sampler.cls_name} walks a finite design, but "
+                                 f"{', '.join(ranges)} searches a continuous range: give "
+                                 "a list of values (e.g. lr = [0.01, 0.1]) or a step")
+        return sampler
+    if sampler.cls_name != "GridSampler":
+        return sampler
+    labels = [StudySpec.pair_label(m, a) for m, a in pairs]
+    derived = default_grid(labels, spaces)
+    given = sampler.options.get("search_space")
+    if given is None:
+        return dataclasses.replace(sampler, options={**sampler.options,
+                                                     "search_space": derived})
+    if not isinstance(given, dict) or not all(
+            isinstance(v, list) and v for v in given.values()):
+        pb.add("search.sampler.search_space", "must be a table of parameter = [values], "
+                                              f"got {given!r}")
+        return sampler
+    missing = sorted(set(derived) - set(given))
+    unknown = sorted(set(given) - set(derived))
+    if missing or unknown:
+        what = "; ".join(x for x in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"not searched: {', '.join(unknown)}" if unknown else "") if x)
+        pb.add("search.sampler.search_space", f"must list every searched parameter ({what}); "
+                                              f"the searched ones are {', '.join(derived)}")
+    return sampler
 
 
 def _build_prune_after(se: Mapping[str, Any], pruner: Pluggable, grid: Grid | None,
@@ -839,6 +942,8 @@ def _build_pluggable(
                                    f"{did_you_mean(opt, params)}; options: {', '.join(params)}")
             return fallback
     plug = Pluggable(cls_name, options)
+    if cls_name == "GridSampler" and "search_space" not in options:
+        return plug  # the grid is derived from the searched spaces (_exhaustive)
     try:
         plug.build(module, seed)
     except Exception as exc:

@@ -1,7 +1,8 @@
 """``dmisearch run --workers N``: N worker processes on this machine sharing one study.
 
 Each worker is ``dmisearch worker STUDY.toml`` with the same overrides, its own sampler
-seed offset and, with ``--gpus``, its own CUDA device; CPU workers split the cores between
+session (taken from the study for all of them at once, so worker i of a run always gets
+the i-th) and, with ``--gpus``, its own CUDA device; CPU workers split the cores between
 them (``DMISEARCH_THREADS``). They coordinate through the study's storage only
 (``coordination``), exactly as workers on other machines would. This process relays their
 output, shows one progress bar for the whole study (read from the storage), and shuts them
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 import optuna
 
+from dmisearch.coordination import claim_sessions
 from dmisearch.errors import DmisearchError
 from dmisearch.runner import finished_count, open_study
 from dmisearch.study_file import StudySpec
@@ -30,9 +32,9 @@ from dmisearch.study_file import StudySpec
 SHUTDOWN_WAIT = 60.0  # seconds workers get to record their interrupted trials
 
 
-def worker_command(args: argparse.Namespace, index: int) -> list[str]:
+def worker_command(args: argparse.Namespace, index: int, session: int) -> list[str]:
     cmd = [sys.executable, "-m", "dmisearch", "worker", str(args.study),
-           "--worker-index", str(index), "--no-progress"]
+           "--session", str(session), "--no-progress"]
     for path in getattr(args, "plugin", None) or []:
         cmd += ["--plugin", os.path.abspath(path)]
     for flag, value in (("--storage", args.storage), ("--n-trials", args.n_trials),
@@ -55,9 +57,10 @@ def run_workers(spec: StudySpec, args: argparse.Namespace, *, progress: bool,
     """Start the workers, relay their output, wait for them; returns the study."""
     study = open_study(spec)  # created (and its identity recorded) before the workers race
     n = args.workers
+    first = claim_sessions(study, spec.storage, n)
     threads = max(1, (os.cpu_count() or 1) // n)
     env = dict(os.environ, DMISEARCH_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    procs = [subprocess.Popen(worker_command(args, i), env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(worker_command(args, i, first + i), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(n)]
     relays = [threading.Thread(target=_relay, args=(p.stdout, emit, f"[worker {i}] "),
                                daemon=True) for i, p in enumerate(procs)]

@@ -28,6 +28,17 @@ TINY_STUDY: dict[str, Any] = {
 }
 
 
+def trained(study) -> list:
+    """The study's trials that trained a configuration: not a repeated proposal answered
+    from an earlier trial (``duplicate_of``)."""
+    return [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+
+
+def configs(trials) -> list:
+    """Each trial's configuration (its parameters), for checks that none repeats."""
+    return [tuple(sorted(t.params.items())) for t in trials]
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: intra-op threads only add overhead, and spin badly on a busy machine."""

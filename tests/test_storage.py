@@ -9,7 +9,7 @@ import uuid
 
 import optuna
 import pytest
-from conftest import dump_toml
+from conftest import configs, dump_toml, trained
 from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
 from optuna.trial import TrialState
 
@@ -76,8 +76,9 @@ def _run_on(url: str, tiny_doc, registry) -> None:
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
         assert all(len(t.user_attrs["curve"]["test_error"]) == 4 for t in study.trials)
         run_study(build_spec(tiny_doc, registry, storage=url, n_trials=3))  # resumes
-        assert len(optuna.load_study(study_name=spec.name,
-                                     storage=open_storage(url)).trials) == 3
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+        assert [t.state for t in trained(study)] == [TrialState.COMPLETE] * 3
+        assert len(set(configs(trained(study)))) == 3  # nothing replayed
     finally:
         optuna.delete_study(study_name=spec.name, storage=open_storage(url))
 
@@ -121,8 +122,10 @@ def test_several_local_processes_share_the_embedded_journal(tmp_path, tiny_doc):
         assert p.returncode == 0, err
         assert "locked" not in err
     study = optuna.load_study(study_name="tiny", storage=open_storage(storage))
-    states = [t.state for t in study.trials]
-    # the processes claim trials under a lock in the storage: exactly 6, none failed
+    states = [t.state for t in trained(study)]
+    # the processes claim trials under a lock in the storage: exactly 6, none failed, and
+    # no configuration trained twice (each process samples its own stream)
     assert states == [TrialState.COMPLETE] * 6
+    assert len(set(configs(trained(study)))) == 6
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
-    assert all(len(t.user_attrs["curve"]["test_error"]) == 4 for t in study.trials)
+    assert all(len(t.user_attrs["curve"]["test_error"]) == 4 for t in trained(study))
