@@ -1,11 +1,11 @@
 """Symmetry probes: is a (model, algorithm) pair equivariant under a group acting on the data?
 
-"Equivariant under g" (SCIENCE.md): training on ``g.D`` and predicting at ``g.x`` gives the
-same distribution of predictions (over the random initialisation and minibatch order) as
-training on ``D`` and predicting at ``x``. The probe draws one data set ``D`` (the training
-pool and the test inputs), acts on it with the transform ``g`` (train and test inputs alike;
-targets unchanged), trains the pair on both through the algorithm's own ``fit_predict`` (the
-fused engine for minibatch algorithms) and compares the test predictions:
+"Equivariant under g": training on ``g.D`` and predicting at ``g.x`` gives the same
+distribution of predictions (over the random initialisation and minibatch order) as training
+on ``D`` and predicting at ``x``. The probe draws one data set ``D`` (the training pool and
+the test inputs), acts on it with the transform ``g`` (train and test inputs alike; targets
+unchanged), trains the pair on both through the algorithm's own ``fit_predict`` (the fused
+engine for minibatch algorithms) and compares the test predictions:
 
 * **deterministic** algorithms (their predictions on ``D`` do not depend on the seed, e.g.
   kernel regression): the prediction at ``g.x`` must equal the prediction at ``x``;
@@ -18,13 +18,18 @@ fused engine for minibatch algorithms) and compares the test predictions:
 * otherwise, or when the coupling breaks during training, a **statistical** test: the test
   predictions of ``S`` seeds on ``D`` and of ``S`` other seeds on ``g.D`` are compared with
   a permutation test on the energy distance between the two samples of prediction vectors.
+  When it does not reject and the data is the probe's own (``Settings.witness``), a
+  **witness search** follows (:mod:`dmisearch.probe_witness`): a pilot picks the candidate
+  data on which the difference shows most (e.g. strongly anisotropic inputs, for Adam under
+  a rotation) and a second test runs there on fresh seeds. Each test then gets ``alpha / 2``
+  (Bonferroni), so the procedure's false-positive rate stays within ``alpha``.
 
 Verdicts: ``equivariant`` only from an exact comparison (relative gap within the tolerance
 of the dtype); ``not equivariant`` from an exact comparison of a deterministic algorithm
-beyond the tolerance, or when the statistical test rejects at level ``alpha``;
-``inconclusive`` otherwise (a test that does not reject proves nothing), and when a run
-diverged. Declared symmetries (``Architecture.symmetries``, ``Algorithm.symmetries``) are
-checked by :func:`verify`. The user guide is docs/probes.md.
+beyond the tolerance, or when a statistical test rejects at its level; ``inconclusive``
+otherwise (a test that does not reject proves nothing: the cell says about how many seeds
+would settle it), and when a run diverged. Declared symmetries (``Architecture.symmetries``,
+``Algorithm.symmetries``) are checked by :func:`verify`. The user guide is docs/probes.md.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from dmisearch.components import (
     pair_problem,
 )
 from dmisearch.errors import DmisearchError, did_you_mean
+from dmisearch.probe_witness import Witness, effect, min_p_value, search, seeds_hint
 from dmisearch.seeding import derive_seed
 
 if sys.version_info >= (3, 11):
@@ -89,6 +95,10 @@ TOLERANCES = {"float64": 1e-8, "float32": 1e-3}
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 #: At least this many initial networks per side test that a coupling keeps the distribution.
 LAW_SEEDS = 32
+#: At least this many seeds per side and candidate in a witness search's pilot (else half
+#: of ``--seeds``): the pilot only ranks the candidates, and a strong witness stands out
+#: of a few seeds (Adam under rotate: docs/probes.md); its runs do not enter the test.
+PILOT_SEEDS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +114,25 @@ class Settings:
     tolerance: float | None = None  # relative gap counted as equal; None: TOLERANCES[dtype]
     resamples: int = 9999  # random permutations of the statistical test
     data_seed: int = 0  # which D is drawn
+    witness: bool = True  # search witness data when the test on D does not reject
+
+    @property
+    def searches(self) -> bool:
+        """Whether a witness search may follow the test on ``D`` (then each test gets
+        ``alpha / 2``): asked for, and able to reject at that level with this many
+        seeds."""
+        return self.witness and min_p_value(self.seeds) < self.alpha / 2
+
+    @property
+    def level(self) -> float:
+        """The level of the test on ``D``: ``alpha``, or half of it when a witness search
+        may spend the other half."""
+        return self.alpha / 2 if self.searches else self.alpha
+
+    @property
+    def pilot_seeds(self) -> int:
+        """Seeds per side and candidate in a witness search's pilot."""
+        return max(PILOT_SEEDS, self.seeds // 2)
 
     @property
     def tol(self) -> float:
@@ -130,6 +159,9 @@ class Cell:
     energy: float | None = None  # its statistic: energy distance of the two samples
     mean_gap: float | None = None  # |mean pred on g.D - mean pred on D| / |mean pred on D|
     alpha: float | None = None
+    level: float | None = None  # the level the test on D ran at (alpha, or alpha/2)
+    witness: dict[str, Any] | None = None  # the witness search and its test, if one ran
+    seeds_needed: int | None = None  # inconclusive: seeds per side for 80% power (rough)
     error: list[float] | None = None  # test error on D: mean and sd over seeds
     error_g: list[float] | None = None  # test error on g.D (same targets): mean and sd
     diverged: bool = False  # a run's loss or predictions became NaN or infinite
@@ -152,6 +184,8 @@ def _finite(v: Any) -> Any:
         return None
     if isinstance(v, list):
         return [_finite(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
     return v
 
 
@@ -220,12 +254,6 @@ def energy_test(a: np.ndarray, b: np.ndarray, *, resamples: int = 9999, seed: in
                            n_resamples=resamples, alternative="greater",
                            random_state=np.random.default_rng(seed))
     return float(res.statistic), float(res.pvalue)
-
-
-def min_p_value(seeds: int) -> float:
-    """The smallest p-value :func:`energy_test` can give with ``seeds`` samples per side:
-    the observed labelling and its mirror image among all ``C(2S, S)`` relabellings."""
-    return 2 / math.comb(2 * seeds, seeds)
 
 
 def relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -352,23 +380,43 @@ class Prober:
 
     # ---- data and runs ------------------------------------------------------------------
 
-    def transformed(self, g: Transform) -> Split:
-        """``g.D``: the transform applied to the training and test inputs (targets kept);
-        random parts drawn from generators seeded by the data seed and the transform."""
-        key = (type(g), repr(sorted(g.get_params().items())))
+    def transformed(self, g: Transform, witness: Witness | None = None) -> Split:
+        """``g.D`` (or ``g`` of the witness data): the transform applied to the training and
+        test inputs (targets kept); random parts drawn from generators seeded by the data
+        seed and the transform."""
+        key = (type(g), repr(sorted(g.get_params().items())), witness)
         if key not in self._moved:
             s = self.settings
-            x_train, x_test = self.split.x_train, self.split.x_test
+            split = self.split if witness is None else self.witness_split(witness)
             gens = [torch.Generator().manual_seed(derive_seed("probe", s.data_seed, g.name, part))
                     for part in ("train", "test")]
             self._moved[key] = dataclasses.replace(
-                self.split, x_train=g.apply(x_train, gens[0]), x_test=g.apply(x_test, gens[1]))
+                split, x_train=g.apply(split.x_train, gens[0]),
+                x_test=g.apply(split.x_test, gens[1]))
+        return self._moved[key]
+
+    def witness_split(self, witness: Witness) -> Split:
+        """The witness data: ``D`` with the witness's per-coordinate profile applied to its
+        inputs (before any ``g`` acts; targets kept)."""
+        key = (None, None, witness)
+        if key not in self._moved:
+            s = self.settings
+            gens = [torch.Generator().manual_seed(
+                derive_seed("probe", s.data_seed, "witness", witness.name, part))
+                for part in ("train", "test")]
+            self._moved[key] = dataclasses.replace(
+                self.split, x_train=witness.apply(self.split.x_train, gens[0]),
+                x_test=witness.apply(self.split.x_test, gens[1]))
         return self._moved[key]
 
     def run(self, model: Architecture, algo: Algorithm, split: Split, seeds: Sequence[int]
             ) -> list[Predictions]:
         """The algorithm's own ``fit_predict`` on ``split``, one job per seed."""
-        jobs = [Job(split.x_train, split.y_train, split.x_test, int(sd)) for sd in seeds]
+        return self._fit(model, algo, [Job(split.x_train, split.y_train, split.x_test,
+                                           int(sd)) for sd in seeds])
+
+    def _fit(self, model: Architecture, algo: Algorithm, jobs: list[Job]
+             ) -> list[Predictions]:
         with default_dtype(self.dtype):
             return list(algo.fit_predict(model, jobs, self.ctx))
 
@@ -435,14 +483,14 @@ class Prober:
                                                p_value=None, alpha=s.alpha, diverged=True)
             return
         deterministic = max(relative_gap(a[0], a[i]) for i in range(1, len(a))) <= tol
-        p_value = gap = None
+        gap = b = None
         diverged = False
         if deterministic:
-            (b,) = self.run(model, algo, moved, [0])
+            (run,) = self.run(model, algo, moved, [0])
             cell.method = "deterministic"
-            gap = relative_gap(a[0], b.test)
-            cell.gaps, diverged = [gap], b.diverged
-            cell.error_g = _error([b], moved.y_test, self.info.task)
+            gap = relative_gap(a[0], run.test)
+            cell.gaps, diverged = [gap], run.diverged
+            cell.error_g = _error([run], moved.y_test, self.info.task)
         else:
             if cell.coupling is not None:
                 runs = self.run(coupled(model, g), algo, moved, range(s.seeds))
@@ -452,27 +500,102 @@ class Prober:
                 cell.method = "invariant" if cell.coupling == "identity" else "coupled"
                 cell.error_g = _error(runs, moved.y_test, self.info.task)
             if not diverged and not (gap is not None and gap <= tol):
-                # Fresh seeds: the two samples must be independent for the test.
-                runs = self.run(model, algo, moved, range(s.seeds, 2 * s.seeds))
-                diverged = any(p.diverged for p in runs)
-                b = torch.stack([p.test for p in runs])
-                cell.error_g = _error(runs, moved.y_test, self.info.task)
-                if not diverged:
-                    cell.energy, p_value = energy_test(
-                        a.cpu().numpy(), b.cpu().numpy(), resamples=s.resamples,
-                        seed=derive_seed("probe", "test", s.data_seed))
-                    cell.p_value = p_value
-                    mean_a, mean_b = a.mean(0), b.mean(0)
-                    cell.mean_gap = float((mean_b - mean_a).norm() / mean_a.norm().clamp_min(
-                        torch.finfo(mean_a.dtype).tiny))
-                cell.method = "statistical"  # the verdict is the test's (gap kept if any)
+                b = self._test_on_data(cell, model, algo, moved, a)
+                diverged = b is None
         cell.gap, cell.diverged = gap, diverged
+        if cell.p_value is not None:
+            cell.level = s.level
         cell.verdict, cell.reason = decide(deterministic=deterministic, gap=gap, tolerance=tol,
-                                           p_value=p_value, alpha=s.alpha, diverged=diverged)
-        if cell.verdict == INCONCLUSIVE and p_value is not None and min_p_value(s.seeds
-                                                                                 ) >= s.alpha:
+                                           p_value=cell.p_value, alpha=s.level,
+                                           diverged=diverged)
+        if cell.verdict != INCONCLUSIVE or b is None:
+            return
+        if s.searches:
+            self._witness_test(cell, model, algo, g)
+        elif min_p_value(s.seeds) >= s.level:
             cell.reason += (f"; with {s.seeds} seeds per side no p-value can fall below "
-                            f"{s.alpha:g} (use more --seeds)")
+                            f"{s.level:g} (use more --seeds)")
+        else:
+            cell.seeds_needed, hint = seeds_hint(
+                effect(a.cpu().numpy(), b.cpu().numpy(), seed=s.data_seed), s.level)
+            cell.reason += f"; {hint}"
+
+    def _test_on_data(self, cell: Cell, model: Architecture, algo: Algorithm, moved: Split,
+                      a: torch.Tensor) -> torch.Tensor | None:
+        """The energy test of the runs on ``D`` (``a``) against fresh seeds on ``g.D`` (the
+        two samples must be independent); returns the sample on ``g.D``, None when a run
+        diverged. The verdict is then the test's (a broken coupling's gap is kept)."""
+        s = self.settings
+        runs = self.run(model, algo, moved, range(s.seeds, 2 * s.seeds))
+        cell.method = "statistical"
+        cell.error_g = _error(runs, moved.y_test, self.info.task)
+        if any(p.diverged for p in runs):
+            return None
+        b = torch.stack([p.test for p in runs])
+        cell.energy, cell.p_value = energy_test(a.cpu().numpy(), b.cpu().numpy(),
+                                                resamples=s.resamples,
+                                                seed=derive_seed("probe", "test", s.data_seed))
+        mean_a, mean_b = a.mean(0), b.mean(0)
+        cell.mean_gap = float((mean_b - mean_a).norm() / mean_a.norm().clamp_min(
+            torch.finfo(mean_a.dtype).tiny))
+        return b
+
+    # ---- the witness search ---------------------------------------------------------------
+
+    def _witness_test(self, cell: Cell, model: Architecture, algo: Algorithm, g: Transform
+                      ) -> None:
+        """The test on ``D`` did not reject: search a witness, test it on fresh seeds at the
+        other half of ``alpha``, and let that test decide (:mod:`dmisearch.probe_witness`).
+        Seeds ``0..2S-1`` are the test on ``D``'s; the search's come after them."""
+        s = self.settings
+
+        def test(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+            return energy_test(x, y, resamples=s.resamples,
+                               seed=derive_seed("probe", "witness", s.data_seed))
+
+        found = search(lambda requests: self._sample_witnesses(model, algo, g, requests),
+                       test, seeds=s.seeds, pilot_seeds=s.pilot_seeds, level=s.level,
+                       first_seed=2 * s.seeds, seed=s.data_seed)
+        cell.witness = found.to_json()
+        if found.witness is None or found.diverged:
+            what = ("every pilot run diverged" if found.witness is None
+                    else f"a run on it ({found.witness}) diverged")
+            cell.reason += f"; no witness test: {what}"
+            return
+        on = f"on the witness data {found.witness} ({s.seeds} fresh seeds per side)"
+        if found.rejects:
+            broke = (f"the coupling broke (gap {cell.gap:.1e} > {cell.tolerance:.0e}); "
+                     if cell.gap is not None else "")
+            cell.verdict = NOT_EQUIVARIANT
+            cell.reason = (f"{broke}{on} the predictions' distributions differ: p = "
+                           f"{found.p_value:.1e} < {s.level:g} (alpha/2; on D p = "
+                           f"{cell.p_value:.2g})")
+            return
+        cell.seeds_needed = found.seeds_needed
+        cell.reason += f"; nor {on}: p = {found.p_value:.2g}; {found.hint}"
+
+    def _sample_witnesses(self, model: Architecture, algo: Algorithm, g: Transform,
+                          requests: Sequence[tuple[Witness, Sequence[int], Sequence[int]]]
+                          ) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Test predictions on each request's witness data and on ``g`` of it (None where a
+        run diverged): every request's runs trained in one call, side by side."""
+        jobs, sizes = [], []
+        for w, on_data, on_moved in requests:
+            for split, seeds in ((self.witness_split(w), on_data),
+                                 (self.transformed(g, w), on_moved)):
+                jobs += [Job(split.x_train, split.y_train, split.x_test, int(sd))
+                         for sd in seeds]
+            sizes.append((len(on_data), len(on_moved)))
+        preds = iter(self._fit(model, algo, jobs))
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for sizes_ in sizes:
+            sides = [[next(preds) for _ in range(n)] for n in sizes_]
+            if any(p.diverged for side in sides for p in side):
+                out.append(None)
+                continue
+            x, y = (torch.stack([p.test for p in side]).cpu().numpy() for side in sides)
+            out.append((x, y))
+        return out
 
 
 def _error(preds: Sequence[Predictions], y: torch.Tensor, task: str) -> list[float]:
@@ -829,9 +952,15 @@ def short(cell: Cell) -> str:
     elif cell.gap is not None:
         nums.append(f"gap {cell.gap:.0e}")
     if cell.p_value is not None:
-        nums.append(f"p {cell.p_value:.0e}" if cell.p_value < 0.01 else
-                    f"p {cell.p_value:.2f}")
+        nums.append(f"p {_p(cell.p_value)}")
+    w = cell.witness or {}
+    if w.get("p_value") is not None:
+        nums.append(f"w {_p(w['p_value'])}")
     return " ".join([f"{SHORT[cell.verdict]}{mark}", *nums])
+
+
+def _p(p: float) -> str:
+    return f"{p:.0e}" if p < 0.01 else f"{p:.2f}"
 
 
 def format_table(cells: Sequence[Cell]) -> str:
@@ -856,7 +985,8 @@ EQ equivariant, NO not equivariant, ? inconclusive, - not applicable (n/a: see -
 * declared by the components and confirmed, ! declared but not confirmed (see --verify).
 gap: largest per-seed relative gap of an exact comparison (coupled runs, or a deterministic
 algorithm); p: p-value of the permutation test over seeds (run where no exact comparison
-holds)."""
+holds); w: p-value of the same test on witness data, run where p did not reject (each at
+alpha/2 then; the witness is named in the cell's output and in --json)."""
 
 
 def format_cell(cell: Cell) -> str:
@@ -876,14 +1006,40 @@ def format_cell(cell: Cell) -> str:
         lines.append(f"  per-seed relative gap: max {cell.gap:.2e}, median {med:.2e} "
                      f"(tolerance {cell.tolerance:.0e})")
     if cell.p_value is not None:
-        lines.append(f"  energy test (fresh seeds on g.D): p = {cell.p_value:.3g}, energy "
+        lines.append(f"  energy test on D (fresh seeds on g.D): p = {cell.p_value:.3g}, energy "
                      f"distance {cell.energy:.3g}, mean-prediction gap {cell.mean_gap:.3g} "
-                     f"(alpha {cell.alpha:g})")
+                     f"({_level(cell.level, cell.alpha, 'the witness test')})")
+    if cell.witness:
+        lines += _witness_lines(cell.witness, cell.alpha)
     if cell.error and cell.error_g:
         lines.append(f"  test error: on D {cell.error[0]:.4g} +- {cell.error[1]:.2g}, "
                      f"on g.D {cell.error_g[0]:.4g} +- {cell.error_g[1]:.2g}")
     lines.append(f"  verdict: {cell.verdict} ({cell.reason}) [{cell.seconds:.1f} s]")
     return "\n".join(lines)
+
+
+def _level(level: float | None, alpha: float | None, other: str) -> str:
+    if level is not None and alpha is not None and level < alpha:
+        return f"level {level:g} = alpha/2, the other half for {other}"
+    return f"alpha {level if level is not None else alpha:g}"
+
+
+def _witness_lines(w: Mapping[str, Any], alpha: float | None) -> list[str]:
+    """The witness search (``Cell.witness``): the pilot, the choice, and its test."""
+    pilot = ", ".join(f"{name} {e['power']:.2f}" if isinstance(e, dict) else f"{name} {e}"
+                      for name, e in w["pilot"].items())
+    lines = [f"  witness search (the test on D did not reject): pilot of {w['pilot_seeds']} "
+             f"seeds per side and candidate; predicted power: {pilot}"]
+    if w["witness"] is None:
+        return [*lines, f"  witness: none ({w['why']})"]
+    lines.append(f"  witness: {w['witness']} ({w['why']}): {w['description']}")
+    if w["p_value"] is None:
+        return [*lines, "  energy test on the witness: not run (a run diverged)"]
+    lines.append(f"  energy test on the witness ({w['seeds']} fresh seeds per side): p = "
+                 f"{w['p_value']:.3g}, energy distance {w['energy']:.3g} "
+                 f"({_level(w['level'], alpha, 'the test on D')}); predicted power "
+                 f"{w['power']:.2f}, smallest possible p {w['min_p']:.1e}")
+    return lines
 
 
 def format_findings(findings: Sequence[Finding]) -> str:
@@ -958,6 +1114,10 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser
                         + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + ")")
     p.add_argument("--data-seed", type=int, default=d.data_seed, metavar="N",
                    help="which data set D is drawn (default 0)")
+    p.add_argument("--witness", action=argparse.BooleanOptionalAction, default=None,
+                   help="when the test on D does not reject, search witness data (D with "
+                        "anisotropic or sparse inputs) on a pilot and test it on fresh seeds, "
+                        "each test at alpha/2 (default: on, unless --data fixes the data)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="CPU threads per operation (default 1: the probe's networks are tiny, "
                         "and more threads mostly spin)")
@@ -998,9 +1158,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
+    # The witness search replaces the data by another: only where the user left it to us.
+    witness = args.witness if args.witness is not None else args.data is None
     settings = Settings(n_train=args.n_train, n_test=args.n_test, seeds=args.seeds,
                         dtype=args.dtype, device=args.device, alpha=args.alpha,
-                        tolerance=args.tolerance, data_seed=args.data_seed)
+                        tolerance=args.tolerance, data_seed=args.data_seed, witness=witness)
     registry = _registry(args)
     for problem in registry.problems:
         print(f"dmisearch: warning: {problem}", file=sys.stderr)
@@ -1036,7 +1198,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         s = settings
         print(f"symmetry probe on {prober.label}: {s.n_train} training / {s.n_test} test "
               f"samples, {s.seeds} seeds per side, {s.dtype} on {s.device}, alpha {s.alpha:g}, "
-              f"tolerance {s.tol:g}\n")
+              f"tolerance {s.tol:g}, witness search {'on' if s.searches else 'off'}\n")
         print(format_table(cells))
         print("\n" + LEGEND)
     else:
