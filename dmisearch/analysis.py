@@ -455,8 +455,8 @@ def format_leaderboard(df: pd.DataFrame, objective: str) -> str:
             ci(lo, hi, n) if not math.isnan(s) else "-" for lo, hi, n, s in zip(
                 df["confirmed_low"], df["confirmed_high"], df["confirmed_note"],
                 df["confirmed_score"], strict=True)]
-    table["vs next"] = ["-" if math.isnan(p) else f"{'beats' if b else 'ties'} (p={p:.2g})"
-                        for p, b in zip(df["p_vs_next"], df["beats_next"], strict=True)]
+    table["beats next"] = ["-" if math.isnan(p) else f"{'yes' if b else 'no'} p={p:.2g}"
+                           for p, b in zip(df["p_vs_next"], df["beats_next"], strict=True)]
     table["trial"] = [fmt(v) for v in df["trial"]]
     table["configs done/pruned/failed"] = [
         f"{c}/{p}/{f}" for c, p, f in zip(df["complete"], df["pruned"], df["failed"],

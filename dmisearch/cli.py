@@ -94,9 +94,10 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report", parents=[common], help="write an HTML report of one or several studies",
-        description="Write a self-contained HTML report (leaderboard with bootstrap "
-                    "intervals, learning curves, heatmaps, scaling exponents, settings, "
-                    "plugin versions, environment) and curves.csv / curves.parquet / "
+        description="Write a self-contained HTML report (leaderboard with intervals "
+                    "over seeds and confirmed scores, learning curves, heatmaps, scaling "
+                    "exponents, settings, plugin versions, environment) and curves.csv / "
+                    "curves.parquet / "
                     "trials.csv / leaderboard.csv for the given studies: study files "
                     "(.toml) or study names in --storage.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -235,13 +236,21 @@ def _describe_spec(spec: Any) -> None:
     from dmisearch.storage import describe
 
     pairs = ", ".join(spec.pair_label(m, a) for m, a in spec.pairs)
+    size = spec.space_size()
     budget = " and ".join(x for x in (
         f"{spec.n_trials} trials" if spec.n_trials else "",
-        f"{spec.timeout:g} s" if spec.timeout else "") if x)
+        f"{spec.timeout:g} s" if spec.timeout else "") if x) or (
+        f"every configuration once ({size})")
+    if size is not None and spec.n_trials is not None and size < spec.n_trials:
+        budget += f"; the space holds {size} configurations"
+    if spec.confirm is not None:
+        budget += (f", then the best {spec.confirm.top} triplets confirmed on "
+                   f"{len(spec.confirm.seeds)} fresh seeds")
     _err(f"study '{spec.name}': data {spec.data.label} {spec.info.input_shape} "
          f"({spec.info.task}), sizes {list(spec.grid.sizes)} x {len(spec.grid.seeds)} seeds, "
          f"objective {spec.objective.name}, budget {budget}")
-    _err(f"searching {len(spec.pairs)} pairs: {pairs}")
+    n = len(spec.pairs)
+    _err(f"searching {n} pair{'s' if n != 1 else ''}: {pairs}")
     for m, a, why in spec.excluded:
         _err(f"  skipped {m}/{a}: {why}")
     _err(f"storage: {describe(spec.storage)}")
@@ -495,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DmisearchError as exc:
         if debug:
             traceback.print_exc()
-        _err(f"dmisearch: error: {exc}")
+        _err(f"dmisearch: error: {exc.cli_message()}")
         return 1
     except Exception as exc:  # a bug in dmisearch or a plugin: say so, briefly
         if debug:

@@ -2,7 +2,8 @@
 
 ``write_report(results, out_dir)`` writes
 
-* ``index.html``: leaderboard with bootstrap intervals, learning curves, score heatmaps,
+* ``index.html``: leaderboard with intervals over seeds and confirmed scores, learning
+  curves, score heatmaps,
   the data sets side by side, scaling exponents, the studies' settings, the plugin
   packages and versions the trials used, and the environment. Figures are embedded as
   base64 PNG, styles inline, no script or font from the network: the page opens offline.
@@ -121,8 +122,8 @@ def write_report(res: Results, out_dir: str | Path) -> Path:
                             _png(plots.heatmap(res, data=d))))
         if len(datasets) > 1:
             figures.append(("Data sets side by side", "", _png(plots.across_data(res))))
-        figures.append(("Scaling exponents", "beta of error ~ n^-beta, 95% bootstrap "
-                        "interval over seeds.", _png(plots.exponents(res))))
+        figures.append(("Scaling exponents", "beta of error ~ n^-beta, 95% interval over "
+                        "seeds (jackknife-t; none below 3 seeds).", _png(plots.exponents(res))))
 
     shown = board.drop(columns=["curve", "params"]).copy()
     shown["hyperparameters"] = [", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
@@ -139,7 +140,10 @@ def write_report(res: Results, out_dir: str | Path) -> Path:
         f"<h1>dmisearch report: {html.escape(', '.join(names))}</h1>",
         f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; '
         f"{len(trials)} trials ({html.escape(json.dumps(state_counts))}). Scores: lower is "
-        "better; intervals are 95% percentile bootstrap over seeds.</p>",
+        "better. Intervals are 95% over seeds (jackknife-t, coverage measured by simulation); "
+        "none is given below 3 seeds, nor for a search score picked as the best of several "
+        "configurations (ci_note says which): the confirmed score, retrained on fresh seeds, "
+        "has one. p_vs_next: p-value of each row against the next.</p>",
         "<h2>Leaderboard</h2>", _table(shown),
     ]
     for title, caption, src in figures:

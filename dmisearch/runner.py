@@ -191,13 +191,12 @@ def run_study(
             claimed = claim(study, spec, batch, asked, objective)
             if claimed is None:
                 break
-            for frozen in claimed.answered:  # reused results and failed plans
-                _note(frozen, streak, bar, on_trial, spec, study)
-            if not claimed.plans:  # the rest is running elsewhere and may yet fail: wait
-                if not claimed.answered:
-                    time.sleep(poll)
-                continue
-            for frozen in run_batch(study, objective, claimed.plans):
+            told = list(claimed.answered)  # reused results and failed plans
+            if claimed.plans:
+                told += run_batch(study, objective, claimed.plans)
+            elif not claimed.answered:  # the rest is running elsewhere and may yet fail
+                time.sleep(poll)
+            for frozen in told:
                 _note(frozen, streak, bar, on_trial, spec, study)
             if len(streak) >= MAX_FAIL_STREAK:
                 raise DmisearchError(_fail_summary(spec, streak))
@@ -246,7 +245,7 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int, asked: list[optuna.T
     with study_lock(spec.storage, spec.name):
         reap_lost_trials(study, grace=spec.grace_period)
         snapshot = study.get_trials(deepcopy=False)
-        census = Census.of(snapshot)
+        census = Census.of(study, snapshot)
         size = spec.space_size()
         exhausted = size is not None and len(census.finished) >= size
         if exhausted or (spec.n_trials is not None and census.done >= spec.n_trials):
@@ -285,8 +284,8 @@ class Census:
     running_confirmations: int
 
     @classmethod
-    def of(cls, trials: list[optuna.trial.FrozenTrial]) -> Census:
-        done, running, _ = count_states(None, trials)  # type: ignore[arg-type]
+    def of(cls, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> Census:
+        done, running, _ = count_states(study, trials)
         finished: dict[str, optuna.trial.FrozenTrial] = {}
         busy: dict[str, int] = {}
         confirming = 0

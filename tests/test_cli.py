@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import dump_toml
 
+from dmisearch.analysis import Results
 from dmisearch.cli import main
 
 BUILTIN_NAMES = {"fcn", "lcn", "cnn_vec", "cnn_gap", "sgd", "adam", "teacher", "digits",
@@ -74,15 +75,53 @@ def test_run_prints_leaderboard_and_resumes(tmp_path, tiny_doc):
     assert "trial    0" not in res.stderr  # resumed, not restarted
 
 
-def test_default_storage_is_the_embedded_journal(tmp_path, tiny_doc, monkeypatch):
+def test_default_storage_follows_the_study_file(tmp_path, tiny_doc, monkeypatch):
+    """The embedded journal lives beside the study file: run, resume and report it from
+    any folder and reach the same study."""
     monkeypatch.delenv("DMISEARCH_STORAGE", raising=False)
-    study = tmp_path / "tiny.toml"
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    study = tmp_path / "studies" / "tiny.toml"
     tiny_doc["search"]["n_trials"] = 1
     study.write_text(dump_toml(tiny_doc))
-    res = cli("run", str(study), cwd=tmp_path)
+    journal = tmp_path / "studies" / ".dmisearch" / "journal.log"
+    res = cli("run", "studies/tiny.toml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / ".dmisearch" / "journal.log").stat().st_size > 0
-    assert f"journal file {tmp_path / '.dmisearch' / 'journal.log'}" in res.stdout
+    assert journal.stat().st_size > 0 and f"journal file {journal}" in res.stdout
+    res = cli("run", "../studies/tiny.toml", "--n-trials", "2", cwd=tmp_path / "elsewhere")
+    assert res.returncode == 0, res.stderr
+    assert "2 finished trials" in res.stdout and "trial    0" not in res.stderr  # resumed
+    assert not (tmp_path / "elsewhere" / ".dmisearch").exists()
+    res = cli("report", str(study), "--out", "rep", cwd=tmp_path / "elsewhere")
+    assert res.returncode == 0, res.stderr
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert len(Results.load("../studies/tiny.toml").trials()) >= 2
+
+
+def test_a_study_file_storage_path_is_read_from_its_folder(tmp_path, tiny_doc):
+    (tmp_path / "s").mkdir()
+    tiny_doc["study"]["storage"] = "journal:runs/tiny.log"  # relative to the study file
+    tiny_doc["search"]["n_trials"] = 1
+    (tmp_path / "s" / "tiny.toml").write_text(dump_toml(tiny_doc))
+    res = cli("run", "s/tiny.toml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "s" / "runs" / "tiny.log").stat().st_size > 0
+
+
+def test_a_missing_study_names_the_flag_on_the_command_line_and_the_keyword_in_python(
+        tmp_path, tiny_doc):
+    from dmisearch.errors import StudyNotFoundError
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(dump_toml(tiny_doc))
+    empty = f"journal:{tmp_path / 'empty.log'}"
+    res = cli("report", str(study), "--storage", empty, "--out", str(tmp_path / "r"))
+    assert res.returncode == 1
+    assert "no study 'tiny'" in res.stderr and "--storage URL" in res.stderr
+    assert "storage=" not in res.stderr
+    with pytest.raises(StudyNotFoundError, match=r"storage='URL'") as info:
+        Results.load(study, storage=empty)
+    assert "--storage" not in str(info.value)
 
 
 def test_bad_study_exits_1_with_one_paragraph_and_no_traceback(tmp_path, tiny_doc, capsys):
@@ -116,9 +155,11 @@ def test_storage_passwords_are_never_printed(tmp_path, tiny_doc, capsys):
 
 def test_the_shipped_quickstart_runs(tmp_path):
     """The README's first command, shortened to 3 trials, on the default embedded storage."""
+    import shutil
     from pathlib import Path
 
-    quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
+    quickstart = tmp_path / "quickstart.toml"  # a copy: its journal goes beside it
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml", quickstart)
     res = cli("run", str(quickstart), "--n-trials", "3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "Leaderboard of study 'quickstart'" in res.stdout and "digits |" in res.stdout

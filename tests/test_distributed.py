@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_STUDY, dump_toml
+from conftest import TINY_STUDY, configs, dump_toml, trained
 from optuna.trial import TrialState
 from test_storage import (
     MYSQL,
@@ -55,13 +55,21 @@ def load(path: Path, storage: str) -> optuna.Study:
 
 
 def assert_exactly(study: optuna.Study, n: int) -> None:
-    states = [t.state for t in study.trials]
+    """``n`` complete trained trials, each a different configuration, every curve intact,
+    nothing left running; repeated proposals (if any) were answered, not trained."""
+    runs = trained(study)
+    states = [t.state for t in runs]
     assert states.count(TrialState.COMPLETE) == n, states
-    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    every = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in every and TrialState.WAITING not in every
+    done = [t for t in runs if t.state == TrialState.COMPLETE]
+    assert len(set(configs(done))) == n, configs(done)
+    for t in done:  # every curve intact
+        assert t.user_attrs["curve"]["size"] == [8, 8, 16, 16]
+        assert len(t.user_attrs["curve"]["test_error"]) == 4
     for t in study.trials:
-        if t.state == TrialState.COMPLETE:  # every curve intact
-            assert t.user_attrs["curve"]["size"] == [8, 8, 16, 16]
-            assert len(t.user_attrs["curve"]["test_error"]) == 4
+        if "duplicate_of" in t.user_attrs:  # answered from another trial: nothing trained
+            assert "curve" not in t.user_attrs
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "journal", "mysql", "redis"])
@@ -83,7 +91,7 @@ def test_four_workers_finish_exactly_n_trials(tmp_path, backend):
     assert "started 4 workers" in out and "[worker 3]" in out
     study = load(path, storage)
     assert_exactly(study, 12)
-    workers = {t.user_attrs["worker"] for t in study.trials}
+    workers = {t.user_attrs["worker"] for t in trained(study)}
     assert len(workers) > 1, f"one worker ran every trial: {workers}"  # really shared
     if backend != "journal":
         optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
@@ -140,7 +148,7 @@ def test_ctrl_c_then_rerun_completes_the_study(tmp_path):
     assert run.returncode == 130, out
     assert "interrupted" in out
     study = load(path, storage)
-    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    interrupted = [t for t in trained(study) if t.state == TrialState.FAIL]
     assert interrupted and all("interrupted" in t.user_attrs["error"] for t in interrupted)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     again = dmisearch("run", str(path), "--storage", storage, "--workers", "2")
@@ -148,7 +156,7 @@ def test_ctrl_c_then_rerun_completes_the_study(tmp_path):
     assert again.returncode == 0, out
     study = load(path, storage)
     assert_exactly(study, 4)
-    assert len(study.trials) == 4 + len(interrupted)  # the count adds up
+    assert len(trained(study)) == 4 + len(interrupted)  # the count adds up
 
 
 def test_reaping_is_exact_and_idempotent(tiny_doc, registry):
@@ -187,6 +195,71 @@ def test_in_trial_failures_are_recorded_and_the_study_goes_on(tiny_doc, test_reg
     assert failed and all(t.user_attrs["error"].startswith(expected) for t in failed)
     assert all(t.params["pair"] == f"fcn/{algorithm}" for t in failed)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+
+
+def test_an_exhaustive_design_with_workers_trains_each_configuration_once(tmp_path):
+    """Each (model, algorithm, momentum) once, with two workers racing for them; a rerun
+    finds the design done."""
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    path = study_file(tmp_path, sampler="brute_force", space={
+        "model": {"fcn": {"width": 16, "depth": 1},
+                  "cnn_gap": {"width": 4, "depth": 1, "filter_size": 3}},
+        "algorithm": {"sgd": {"steps": 1500, "batch_size": 8, "lr": 0.05,
+                              "momentum": [0.0, 0.9], "weight_decay": 0.0}}})
+    text = path.read_text().replace("n_trials = 3\n", "")
+    path.write_text(text)
+    for _ in range(2):  # run, then rerun: nothing more to do
+        run = dmisearch("run", str(path), "--storage", storage, "--workers", "2")
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, out
+        study = load(path, storage)
+        runs = trained(study)
+        assert [t.state for t in runs] == [TrialState.COMPLETE] * 4
+        assert len(set(configs(runs))) == 4
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_resume_extend_and_workers_never_train_a_configuration_twice(tmp_path, backend):
+    """A seeded study run, interrupted, resumed, extended, then run by one `run` and two
+    `dmisearch worker` processes at once: every trained configuration is distinct. The
+    learning rate is continuous, so a repeat can only be a replay of the sampler's stream
+    (each process samples its own session of it)."""
+    if backend == "postgresql" and (why := _reachable_postgres()):
+        pytest.skip(why)
+    path = study_file(tmp_path, n_trials=3, models=["fcn"], sampler="random", space={
+        "model": {"fcn": {"width": 16, "depth": 1}},
+        "algorithm": {"sgd": {"steps": 4000, "batch_size": 8,
+                              "lr": {"low": 0.001, "high": 0.1, "log": True}}}})
+    storage = POSTGRES if backend == "postgresql" else None  # None: beside the study file
+    flags = ["--storage", storage] if storage else []
+    journal = f"journal:{tmp_path / '.dmisearch' / 'journal.log'}"
+
+    def run(*extra: str, wait: bool = True) -> subprocess.Popen:
+        proc = dmisearch("run", str(path), *flags, "--no-progress", *extra, cwd=tmp_path.parent)
+        if wait:
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out
+        return proc
+
+    run()  # 3 trials
+    interrupted = run("--n-trials", "6", wait=False)
+    _wait_for_running(path, storage or journal)
+    interrupted.send_signal(signal.SIGINT)
+    assert interrupted.wait(timeout=120) == 130
+    run("--n-trials", "6")  # resume
+    run("--n-trials", "8")  # extend
+    procs = [run("--n-trials", "14", wait=False)] + [
+        dmisearch("worker", str(path), *flags, "--n-trials", "14", "--no-progress",
+                  cwd=tmp_path.parent) for _ in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+    study = load(path, storage or journal)
+    runs = [t for t in trained(study) if t.state == TrialState.COMPLETE]
+    assert len(runs) == 14 and len(set(configs(runs))) == 14, configs(runs)
+    assert study.user_attrs["dmisearch_sessions"] == 7  # 5 runs and 2 workers, one each
+    if backend == "postgresql":
+        optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
 
 
 def test_rerun_reproduces_a_stored_trial(tmp_path):

@@ -319,8 +319,9 @@ def test_workers_get_the_plugin_files():
 
     args = argparse.Namespace(study="s.toml", storage=None, n_trials=None, timeout=None,
                               seed=None, gpus=None, device=None, plugin=["a.py"])
-    cmd = worker_command(args, 0)
+    cmd = worker_command(args, 0, session=5)
     assert cmd[cmd.index("--plugin") + 1] == os.path.abspath("a.py")
+    assert cmd[cmd.index("--session") + 1] == "5"
 
 
 def test_only_and_block_lists_reach_plugin_files_too(tmp_path, monkeypatch):

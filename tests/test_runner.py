@@ -335,3 +335,169 @@ def test_the_objective_works_in_optunas_own_optimize_loop(tiny_doc, test_registr
     states = {t.params["pair"]: t.state for t in study.trials}
     assert states == {"fcn/mean_test": TrialState.COMPLETE, "fcn/nan_test": TrialState.PRUNED,
                       "fcn/fail_test": TrialState.FAIL}
+
+
+def _confirm_doc(tiny_doc):
+    tiny_doc["search"]["n_trials"] = 3
+    tiny_doc["search"].update(sampler="random", seed=4)  # both models among the 3 trials
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1}
+    tiny_doc["confirm"] = {"top": 2, "seeds": 3}
+    return tiny_doc
+
+
+def test_the_confirmation_stage_retrains_the_winners_on_fresh_seeds(tiny_doc, registry,
+                                                                     journal):
+    from dmisearch.analysis import Results
+    from dmisearch.coordination import count_states
+    from dmisearch.runner import rerun_trial
+
+    spec = build_spec(_confirm_doc(tiny_doc), registry, storage=journal)
+    assert spec.confirm.seeds == (2, 3, 4)  # after the curve's seeds 0 and 1
+    study = run_study(spec)
+    search = [t for t in study.trials if "confirms" not in t.user_attrs]
+    confirm = [t for t in study.trials if "confirms" in t.user_attrs]
+    assert len(search) == 3 and len(confirm) == 2 and count_states(study)[0] == 3
+    best = sorted(search, key=lambda t: t.value)
+    by_triplet = {}
+    for t in best:  # the best trial of each triplet, best triplet first
+        by_triplet.setdefault(t.user_attrs["model"], t)
+    winners = list(by_triplet.values())[:2]
+    assert [c.user_attrs["confirms"] for c in confirm] == [w.number for w in winners]
+    for c, w in zip(confirm, winners, strict=True):
+        assert c.state == TrialState.COMPLETE and c.params == w.params
+        assert sorted(set(c.user_attrs["curve"]["seed"])) == [2, 3, 4]  # fresh seeds
+        assert c.intermediate_values == {}  # kept out of the pruner's statistics
+        assert c.value != w.value
+    assert len(run_study(spec).trials) == 5  # done: nothing is confirmed twice
+    board = Results([reload(spec)]).leaderboard()
+    assert sorted(board["confirmed_trial"].dropna()) == [c.number for c in confirm]
+    stored, plan = rerun_trial(spec, confirm[0].number)  # reruns on its own seeds
+    assert plan.curve["test_error"] == stored.user_attrs["curve"]["test_error"]
+
+
+def test_an_interrupted_confirmation_resumes(tiny_doc, registry, journal, monkeypatch):
+    from dmisearch.objective import TrialObjective
+
+    spec = build_spec(_confirm_doc(tiny_doc), registry, storage=journal)
+    real = TrialObjective.execute
+
+    def interrupt_confirmations(self, plans):
+        if any(p.confirmation for p in plans):
+            raise KeyboardInterrupt("signal 2")
+        return real(self, plans)
+
+    monkeypatch.setattr(TrialObjective, "execute", interrupt_confirmations)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec)
+    queued = [t for t in reload(spec).trials if "confirms" in t.user_attrs]
+    assert [t.state for t in queued] == [TrialState.FAIL, TrialState.WAITING]
+    assert "interrupted" in queued[0].user_attrs["error"]
+    monkeypatch.setattr(TrialObjective, "execute", real)
+    study = run_study(spec)  # the same command again
+    done = [t for t in study.trials if "confirms" in t.user_attrs
+            and t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and sum("confirms" not in t.user_attrs for t in study.trials) == 3
+
+
+def test_confirm_is_validated(tiny_doc, registry):
+    from dmisearch.errors import StudyFileError
+
+    tiny_doc["confirm"] = {"top": 0, "seeds": [1, 5, 6]}
+    with pytest.raises(StudyFileError, match=r"confirm.top: must be a positive"):
+        build_spec(tiny_doc, registry, storage="memory")
+    tiny_doc["confirm"] = {"seeds": [1, 5, 6]}
+    with pytest.raises(StudyFileError, match=r"confirm.seeds: \[1\] are curve seeds"):
+        build_spec(tiny_doc, registry, storage="memory")
+    tiny_doc["confirm"] = {"seeds": 2}
+    with pytest.raises(StudyFileError, match=r"at least 3"):
+        build_spec(tiny_doc, registry, storage="memory")
+    tiny_doc["confirm"] = {"top": 1}
+    del tiny_doc["search"]["n_trials"]
+    tiny_doc["search"]["timeout"] = 5
+    with pytest.raises(StudyFileError, match=r"confirm: the confirmation stage starts when"):
+        build_spec(tiny_doc, registry, storage="memory")
+
+
+def _fixed_doc(tiny_doc, sampler):
+    """Every hyperparameter fixed but sgd's momentum: 2 models x 2 momenta = 4 configs."""
+    tiny_doc["search"].update(sampler=sampler, n_trials=50)
+    tiny_doc["search"]["space"]["algorithm"]["sgd"].update(momentum=[0.0, 0.9],
+                                                          weight_decay=0.0)
+    tiny_doc["search"]["space"]["model"]["cnn_gap"]["filter_size"] = 3
+    return tiny_doc
+
+
+@pytest.mark.parametrize("sampler", ["brute_force", "grid", "random", "tpe"])
+def test_a_finite_design_trains_each_configuration_once(tiny_doc, registry, journal,
+                                                         sampler):
+    """Exhaustive samplers (and any sampler on a small discrete space) train every
+    configuration exactly once, then stop short of n_trials; a rerun adds nothing."""
+    spec = build_spec(_fixed_doc(tiny_doc, sampler), registry, storage=journal)
+    assert spec.space_size() == 4
+    study = run_study(spec)
+    runs = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    assert [t.state for t in runs] == [TrialState.COMPLETE] * 4
+    assert len({tuple(sorted(t.params.items())) for t in runs}) == 4
+    for t in study.trials:  # a repeated proposal was answered from the trial it repeats
+        if "duplicate_of" in t.user_attrs:
+            assert t.value == study.trials[t.user_attrs["duplicate_of"]].value
+            assert "curve" not in t.user_attrs
+    before = len(study.trials)
+    assert len(run_study(spec).trials) == before
+
+
+def test_exhaustive_designs_need_no_budget_and_refuse_continuous_ranges(tiny_doc, registry):
+    from dmisearch.errors import StudyFileError
+
+    doc = _fixed_doc(tiny_doc, "brute_force")
+    del doc["search"]["n_trials"]
+    spec = build_spec(doc, registry, storage="memory")
+    assert spec.n_trials is None and len(run_study(spec).trials) == 4
+    doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1}
+    for sampler in ("brute_force", "grid"):
+        doc["search"]["sampler"] = sampler
+        with pytest.raises(StudyFileError, match=r"algorithm.sgd.lr searches a continuous"):
+            build_spec(doc, registry, storage="memory")
+    doc["search"]["space"]["algorithm"]["sgd"]["lr"] = [0.01, 0.1]
+    doc["search"]["sampler"] = {"name": "grid", "search_space": {"pair": ["fcn/sgd"]}}
+    with pytest.raises(StudyFileError, match=r"missing algorithm.sgd.lr, algorithm.sgd.momentum"):
+        build_spec(doc, registry, storage="memory")
+    doc["search"]["sampler"]["search_space"] = {
+        "pair": ["fcn/sgd"], "algorithm.sgd.lr": [0.1], "algorithm.sgd.momentum": [0.0]}
+    spec = build_spec(doc, registry, storage="memory")
+    assert spec.space_size() == 1  # a grid's own points decide
+    study = run_study(spec)
+    assert [t.params["pair"] for t in study.trials
+            if "duplicate_of" not in t.user_attrs] == ["fcn/sgd"]
+
+
+def test_each_run_samples_its_own_stream_and_a_fresh_study_reproduces(tiny_doc, registry,
+                                                                       journal):
+    from dmisearch.coordination import SESSIONS_ATTR
+
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1}
+    tiny_doc["search"]["sampler"] = "random"
+    first = run_study(build_spec(tiny_doc, registry, storage=journal, n_trials=2))
+    lrs = [t.params["algorithm.sgd.lr"] for t in first.trials]
+    second = run_study(build_spec(tiny_doc, registry, storage=journal, n_trials=4))
+    assert second.user_attrs[SESSIONS_ATTR] == 2
+    more = [t.params["algorithm.sgd.lr"] for t in second.trials[2:]]
+    assert not set(more) & set(lrs)  # the second run did not restart the first one's stream
+    fresh = run_study(build_spec(tiny_doc, registry, storage="memory", n_trials=2))
+    assert [t.params["algorithm.sgd.lr"] for t in fresh.trials] == lrs  # same file, same trials
+
+
+def test_a_failure_while_choosing_a_configuration_fails_that_trial_and_the_streak_stops_it(
+        tiny_doc, registry, monkeypatch):
+    """A component that cannot be built from a suggested value fails its trial (recorded,
+    under the study lock, before any training) and counts towards the failure streak."""
+    from dmisearch.objective import TrialObjective
+
+    def broken(self, trial):
+        trial.suggest_categorical("pair", self.labels)
+        raise ValueError("width 17 is not a multiple of 4")
+
+    monkeypatch.setattr(TrialObjective, "plan", broken)
+    spec = build_spec(tiny_doc, registry, storage="memory", n_trials=50)
+    with pytest.raises(DmisearchError, match=f"the last {MAX_FAIL_STREAK} trials"):
+        run_study(spec)
