@@ -12,8 +12,8 @@ worse) from ``dmisearch.simulate``; and ``stored``: real curves, resampling the 
 the 32-seed trials stored in studies/paper/results.log (the axes studies), whose 32-seed
 mean is then the truth.
 
-    python benchmarks/bench_intervals.py                 # the RESULTS.md tables (~10 min)
-    python benchmarks/bench_intervals.py --reps 500      # a quick look
+    python benchmarks/bench_intervals.py                 # the RESULTS.md tables (~5 min)
+    python benchmarks/bench_intervals.py --reps 500 --fp-reps 2000   # a quick look
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ def other_scores_row(model: str, seeds: int, reps: int, seed: int) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=4000, help="simulated trials per cell")
+    parser.add_argument("--fp-reps", type=int, default=20000,
+                        help="simulated pairs per false-positive cell")
     parser.add_argument("--boot-reps", type=int, default=1000,
                         help="simulated trials per cell for the (slower) bootstraps")
     parser.add_argument("--seeds", default="3,5,8,16")
@@ -140,16 +142,16 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{row[k]:.3f}" if k in row else "-" for k in
                      ("jackknife-t", "BCa", "percentile")]
             print(f"| {model} | {n} | {' | '.join(cells)} |", flush=True)
-    print(f"\n# false positives: equal triplets called different at 95%; {args.reps} pairs "
-          f"per cell (binomial SE {math.sqrt(0.05 * 0.95 / args.reps):.4f})")
+    print(f"\n# false positives: equal triplets called different at 95%; {args.fp_reps} pairs "
+          f"per cell (binomial SE {math.sqrt(0.05 * 0.95 / args.fp_reps):.4f})")
     print("| noise | seeds | paired (same seeds) | unpaired |")
     print("|---|---:|---:|---:|")
     for model in ("lognormal", "t3"):
         for n in counts:
             rng = np.random.default_rng(7 * n + len(model))
             m = simulate.MODELS[model]
-            paired = simulate.false_positive_rate(m, n, args.reps, rng, paired=True)
-            unpaired = simulate.false_positive_rate(m, n, args.reps, rng, paired=False)
+            paired = simulate.false_positive_rate(m, n, args.fp_reps, rng, paired=True)
+            unpaired = simulate.false_positive_rate(m, n, args.fp_reps, rng, paired=False)
             print(f"| {model} | {n} | {paired:.4f} | {unpaired:.4f} |", flush=True)
     print(f"\n# other scores: coverage of 95% jackknife-t intervals; {args.reps} trials")
     print("| noise | seeds | final_error (log scale) | n_to_target (log n) |")

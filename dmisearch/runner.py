@@ -126,7 +126,23 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
         )
     if create:
         study.set_user_attr(SEARCH_ATTR, spec.search_record())
+    if spec.sampler.cls_name == "BruteForceSampler":
+        _check_brute_force_history(study, spec)
     return study
+
+
+def _check_brute_force_history(study: optuna.Study, spec: StudySpec) -> None:
+    """Optuna's BruteForceSampler walks a tree of every stored trial's parameters and fails
+    on trials from another space: refuse such a study up front, saying which trial."""
+    for t in study.get_trials(deepcopy=False):
+        if t.params and is_search(t) and not spec.reaches(t.params):
+            shown = ", ".join(f"{k}={v!r}" for k, v in t.params.items())
+            raise DmisearchError(
+                f"study '{spec.name}' holds trial {t.number} ({shown}) from a search space "
+                f"other than {spec.source}'s, which sampler \"brute_force\" cannot walk "
+                "around. Give this design its own study ([study] name = ...), restore the "
+                "space, or use sampler \"grid\" (which skips configurations finished "
+                "before).")
 
 
 def rerun_trial(spec: StudySpec, number: int) -> tuple[optuna.trial.FrozenTrial, Any]:
@@ -247,7 +263,9 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int, asked: list[optuna.T
         snapshot = study.get_trials(deepcopy=False)
         census = Census.of(study, snapshot)
         size = spec.space_size()
-        exhausted = size is not None and len(census.finished) >= size
+        left = None if size is None else size - sum(
+            spec.reaches(t.params) for t in census.finished.values())
+        exhausted = left is not None and left <= 0
         if exhausted or (spec.n_trials is not None and census.done >= spec.n_trials):
             drop_unneeded_retries(study)
             waiting = pending_confirmations(study, spec, snapshot)
@@ -257,8 +275,8 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int, asked: list[optuna.T
         else:
             want = batch if spec.n_trials is None else (
                 spec.n_trials - census.done - census.running)
-            if size is not None:  # no more than the configurations left
-                want = min(want, size - len(census.finished) - len(census.busy))
+            if left is not None:  # no more than the configurations left
+                want = min(want, left - len(census.busy))
             want = min(batch, want)
         if want <= 0:
             return Claimed([], [])

@@ -111,7 +111,8 @@ def pseudo_values(err: np.ndarray, statistic: Statistic) -> tuple[float, np.ndar
     full = float(statistic(err))
     keep = ~np.eye(n, dtype=bool)
     loo = np.array([statistic(err[:, keep[i]]) for i in range(n)], dtype=float)
-    return full, n * full - (n - 1) * loo
+    with np.errstate(invalid="ignore"):  # inf - inf: callers check finiteness
+        return full, n * full - (n - 1) * loo
 
 
 def interval(err: np.ndarray, statistic: Statistic, *, confidence: float = 0.95,

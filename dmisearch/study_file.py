@@ -46,8 +46,9 @@ from dmisearch.samplers import (
     default_grid,
     session_seed,
     space_size,
+    values,
 )
-from dmisearch.space import Dim, coerce, corners, distribution_values, parse_override
+from dmisearch.space import Dim, Fixed, coerce, corners, distribution_values, parse_override
 from dmisearch.space import describe as describe_dim
 from dmisearch.storage import study_storage
 
@@ -181,6 +182,24 @@ class StudySpec:
         grid = self.sampler.options.get("search_space") if (
             self.sampler.cls_name == "GridSampler") else None
         return space_size(self.pairs, self.spaces(), grid)
+
+    def reaches(self, params: Mapping[str, Any]) -> bool:
+        """Whether a trial's parameters are a configuration of the current search space
+        (the space may have changed since the trial ran)."""
+        pair = str(params.get("pair", ""))
+        if "/" not in pair or tuple(pair.split("/", 1)) not in self.pairs:
+            return False
+        model, algo = pair.split("/", 1)
+        expected = {}
+        for prefix, space in ((f"model.{model}", self.models[model].space),
+                              (f"algorithm.{algo}", self.algorithms[algo].space)):
+            for name, dim in space.items():
+                if not isinstance(dim, Fixed):
+                    expected[f"{prefix}.{name}"] = dim
+        if set(params) - {"pair"} != set(expected):
+            return False
+        return all(values(dim) is None or params[name] in values(dim)
+                   for name, dim in expected.items())
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         return self.pruner.build(optuna.pruners)

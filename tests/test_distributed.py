@@ -218,21 +218,19 @@ def test_an_exhaustive_design_with_workers_trains_each_configuration_once(tmp_pa
         assert len(set(configs(runs))) == 4
 
 
-@pytest.mark.parametrize("backend", ["journal", "postgresql"])
-def test_resume_extend_and_workers_never_train_a_configuration_twice(tmp_path, backend):
-    """A seeded study run, interrupted, resumed, extended, then run by one `run` and two
-    `dmisearch worker` processes at once: every trained configuration is distinct. The
-    learning rate is continuous, so a repeat can only be a replay of the sampler's stream
-    (each process samples its own session of it)."""
-    if backend == "postgresql" and (why := _reachable_postgres()):
+def test_resume_extend_and_workers_never_train_a_configuration_twice(tmp_path):
+    """On PostgreSQL, a seeded study run, interrupted, resumed, extended, then run by one
+    `run` and two `dmisearch worker` processes at once: every trained configuration is
+    distinct. The learning rate is continuous, so a repeat can only be a replay of the
+    sampler's stream (each process samples its own session of it)."""
+    if why := _reachable_postgres():
         pytest.skip(why)
     path = study_file(tmp_path, n_trials=3, models=["fcn"], sampler="random", space={
         "model": {"fcn": {"width": 16, "depth": 1}},
-        "algorithm": {"sgd": {"steps": 4000, "batch_size": 8,
+        "algorithm": {"sgd": {"steps": 2500, "batch_size": 8,
                               "lr": {"low": 0.001, "high": 0.1, "log": True}}}})
-    storage = POSTGRES if backend == "postgresql" else None  # None: beside the study file
-    flags = ["--storage", storage] if storage else []
-    journal = f"journal:{tmp_path / '.dmisearch' / 'journal.log'}"
+    storage = POSTGRES
+    flags = ["--storage", storage]
 
     def run(*extra: str, wait: bool = True) -> subprocess.Popen:
         proc = dmisearch("run", str(path), *flags, "--no-progress", *extra, cwd=tmp_path.parent)
@@ -243,7 +241,7 @@ def test_resume_extend_and_workers_never_train_a_configuration_twice(tmp_path, b
 
     run()  # 3 trials
     interrupted = run("--n-trials", "6", wait=False)
-    _wait_for_running(path, storage or journal)
+    _wait_for_running(path, storage)
     interrupted.send_signal(signal.SIGINT)
     assert interrupted.wait(timeout=120) == 130
     run("--n-trials", "6")  # resume
@@ -254,12 +252,11 @@ def test_resume_extend_and_workers_never_train_a_configuration_twice(tmp_path, b
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
-    study = load(path, storage or journal)
+    study = load(path, storage)
     runs = [t for t in trained(study) if t.state == TrialState.COMPLETE]
     assert len(runs) == 14 and len(set(configs(runs))) == 14, configs(runs)
     assert study.user_attrs["dmisearch_sessions"] == 7  # 5 runs and 2 workers, one each
-    if backend == "postgresql":
-        optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
+    optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
 
 
 def test_rerun_reproduces_a_stored_trial(tmp_path):

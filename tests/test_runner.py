@@ -9,6 +9,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import trained
 from optuna.trial import TrialState
 
 from dmisearch.analysis import format_leaderboard, leaderboard
@@ -501,3 +502,20 @@ def test_a_failure_while_choosing_a_configuration_fails_that_trial_and_the_strea
     spec = build_spec(tiny_doc, registry, storage="memory", n_trials=50)
     with pytest.raises(DmisearchError, match=f"the last {MAX_FAIL_STREAK} trials"):
         run_study(spec)
+
+
+def test_a_changed_space_counts_only_the_configurations_it_still_holds(tiny_doc, registry,
+                                                                       journal):
+    """Configurations finished under an earlier space do not make a new one look done;
+    brute force, which cannot walk around them, refuses the study with the fix."""
+    doc = _fixed_doc(tiny_doc, "random")
+    sgd = doc["search"]["space"]["algorithm"]["sgd"]
+    sgd.update(momentum=0.0, steps={"low": 5, "high": 6})  # an integer range: 2 x 2 configs
+    assert len(trained(run_study(build_spec(doc, registry, storage=journal)))) == 4
+    sgd["steps"] = {"low": 6, "high": 7}  # 2 of its 4 configurations are new
+    study = run_study(build_spec(doc, registry, storage=journal))
+    steps = sorted(t.params["algorithm.sgd.steps"] for t in trained(study))
+    assert steps == [5, 5, 6, 6, 7, 7]
+    doc["search"]["sampler"] = "brute_force"
+    with pytest.raises(DmisearchError, match=r"holds trial \d+ .* its own study"):
+        run_study(build_spec(doc, registry, storage=journal))
