@@ -125,17 +125,15 @@ def _trials_of(res, triplet: Triplet) -> list:
                  t.user_attrs.get("algorithm")) == triplet]
 
 
-def verdicts(claims: Sequence[Claim], results: dict, family: int | None = None
-             ) -> list[tuple[str, str]]:
+def verdicts(claims: Sequence[Claim], results: dict) -> list[tuple[str, str]]:
     """(verdict, evidence) of each claim: agrees / disagrees when its test is significant at
-    ``ALPHA`` after Holm's correction over every empirical claim (``family``: how many the
-    page tests, when ``claims`` are only some of them), else inconclusive. Exact claims are
-    decided exactly and do not enter the correction."""
+    ``ALPHA`` after Holm's correction over every empirical claim of ``claims``, else
+    inconclusive. Exact claims are decided exactly and do not enter the correction."""
     from dmisearch.stats import holm
 
     outcomes = [c.test(results) for c in claims]
     empirical = [i for i, o in enumerate(outcomes) if not o.exact]
-    adjusted = dict(zip(empirical, holm([outcomes[i].p_value for i in empirical], family),
+    adjusted = dict(zip(empirical, holm([outcomes[i].p_value for i in empirical]),
                         strict=True))
     out = []
     for i, o in enumerate(outcomes):
