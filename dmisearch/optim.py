@@ -27,14 +27,21 @@ Two paths, both checked against the plain per-model loop by ``tests/test_engine.
 Hyperparameters are passed as float64 tensors of shape ``(K,)``; per-step scalars (Adam's
 bias corrections) are computed up front or on the device, so a step never waits on the
 host.
+
+A parameter without a gradient (``grad`` None: unused by the forward pass) is skipped as
+torch.optim skips it: not updated, not decayed, and its state (SGD's momentum buffer, Adam's
+step count) left as it was, so a parameter's state starts at its first gradient.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 #: A job's slice of this many elements (or a multiple) is a whole number of the CPU
 #: kernels' vectors (AVX-512 holds 16 float32), so a stack of such slices goes to a kernel
@@ -64,6 +71,11 @@ def _runs(jobs: Sequence[int]) -> list[tuple[int, int]]:
         else:
             out.append((j, j + 1))
     return out
+
+
+def _pick(items: Sequence[T], live: tuple[int, ...]) -> Sequence[T]:
+    """``items`` at the increasing indices ``live``; ``items`` itself when that is all."""
+    return items if len(live) == len(items) else [items[i] for i in live]
 
 
 def is_dense(t: torch.Tensor) -> bool:
@@ -117,7 +129,7 @@ class FusedOptimizer:
         self._whole = [p[0].numel() % WHOLE_VECTORS == 0 for p in self.params
                        ] if self.fused else []
         self._runs = [_runs(idx) for _, idx in self.groups]
-        self._views: dict[tuple[str, int], list[torch.Tensor]] = {}
+        self._views: dict[tuple[str, int, tuple[int, ...]], list[torch.Tensor]] = {}
         self.kernel_path = False  # whether the last step ran the fused kernels
 
     @property
@@ -133,34 +145,42 @@ class FusedOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         """The fused kernels where the gradients line up with the parameters and the
-        device has them; else the foreach arithmetic."""
-        grads = self._grads()
-        self.kernel_path = self._fusable(grads) and self._try_kernel(grads)
+        device has them; else the foreach arithmetic. Either way only over the parameters
+        that have a gradient (``live``, their indices in ``params``)."""
+        live = tuple(i for i, p in enumerate(self.params) if p.grad is not None)
+        if not live:
+            return
+        grads: list[torch.Tensor] = [self.params[i].grad for i in live]  # type: ignore[misc]
+        self.kernel_path = self._fusable(live, grads) and self._try_kernel(live, grads)
         if not self.kernel_path:
-            self._foreach_step(grads)
+            self._foreach_step(live, grads)
+        self._stepped(live)
 
-    def _fused_step(self, grads: list[torch.Tensor]) -> None:
+    def _fused_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def _foreach_step(self, grads: list[torch.Tensor]) -> None:
+    def _foreach_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def _grads(self) -> list[torch.Tensor]:
-        return [p.grad for p in self.params]  # type: ignore[misc]
+    def _stepped(self, live: tuple[int, ...]) -> None:
+        """After a step of the parameters ``live``, on either path: host-side counts."""
 
-    def _fusable(self, grads: Sequence[torch.Tensor]) -> bool:
+    def _fusable(self, live: tuple[int, ...], grads: Sequence[torch.Tensor]) -> bool:
         """Gradients laid out like their parameters (autograd's layout contract), so the
         kernels' views line up element for element."""
-        return self.fused and all(g.stride() == p.stride()
-                                  for g, p in zip(grads, self.params, strict=True))
+        return self.fused and all(g.stride() == p.stride() for g, p in
+                                  zip(grads, _pick(self.params, live), strict=True))
 
-    def _group_views(self, tensors: Sequence[torch.Tensor], group: int) -> list[torch.Tensor]:
-        """Contiguous views of group ``group``'s jobs in every stacked tensor, in the memory
-        order of the parameters (the tensors have the parameters' strides): one per run of
-        consecutive jobs where a job's slice is whole vectors, else one per job."""
+    def _group_views(self, tensors: Sequence[torch.Tensor], group: int,
+                     live: tuple[int, ...]) -> list[torch.Tensor]:
+        """Contiguous views of group ``group``'s jobs in the stacked tensors of the
+        parameters ``live``, in the memory order of the parameters (the tensors have the
+        parameters' strides): one per run of consecutive jobs where a job's slice is whole
+        vectors, else one per job."""
         out = []
         jobs = self.groups[group][1]
-        for t, perm, whole in zip(tensors, self._perms, self._whole, strict=True):
+        for t, perm, whole in zip(tensors, _pick(self._perms, live), _pick(self._whole, live),
+                                  strict=True):
             t = t.permute(perm)
             if whole:
                 out += [t[a:b] for a, b in self._runs[group]]
@@ -169,23 +189,29 @@ class FusedOptimizer:
                 out += [rows[j] for j in jobs]
         return out
 
-    def _try_kernel(self, grads: list[torch.Tensor]) -> bool:
+    def _try_kernel(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> bool:
         """Run the kernel path; False (and never again) where the device has no kernel.
         Dispatch fails before anything is written, so the foreach path can take over."""
         try:
-            self._fused_step(grads)
+            self._fused_step(live, grads)
         except NotImplementedError:
             self.fused = False
             return False
         return True
 
-    def _state_views(self, name: str, tensors: Sequence[torch.Tensor],
-                     group: int) -> list[torch.Tensor]:
-        """:meth:`_group_views` of tensors that live as long as the optimiser, made once."""
-        key = (name, group)
+    def _state_views(self, name: str, tensors: Sequence[torch.Tensor | None], group: int,
+                     live: tuple[int, ...]) -> list[torch.Tensor]:
+        """:meth:`_group_views` of tensors that live as long as the optimiser (one per
+        parameter, all of them; those of ``live`` exist), made once."""
+        key = (name, group, live)
         if key not in self._views:
-            self._views[key] = self._group_views(tensors, group)
+            self._views[key] = self._group_views(_pick(tensors, live), group, live)  # type: ignore[arg-type]
         return self._views[key]
+
+    def _views_per_tensor(self, group: int, live: tuple[int, ...]) -> list[int]:
+        """How many views :meth:`_group_views` makes of each tensor of ``live``."""
+        return [len(self._runs[group]) if whole else len(self.groups[group][1])
+                for whole in _pick(self._whole, live)]
 
 
 class FusedSGD(FusedOptimizer):

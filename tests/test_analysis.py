@@ -300,4 +300,4 @@ def test_holm_adjusts_step_down_and_keeps_the_order():
     # by hand: sorted 0.01, 0.03, 0.04 -> 3 x 0.01, 2 x 0.03, max(0.06, 1 x 0.04)
     assert holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
     assert math.isnan(holm([0.5, math.nan])[1]) and holm([0.5, math.nan])[0] == 0.5
-    assert holm([0.9, 0.8]) == [0.9, 0.9] and holm([]) == []
+    assert holm([0.9, 0.2]) == [0.9, 0.4] and holm([0.9, 0.8]) == [1.0, 1.0] and holm([]) == []
