@@ -78,10 +78,15 @@ def _open(source: str | Path | optuna.Study, storage: str | None) -> optuna.Stud
         from dmisearch.study_file import read_toml
 
         st = read_toml(path).get("study", {})
-        name = st.get("name", path.stem) if isinstance(st, dict) else path.stem
-        written = st.get("storage") if isinstance(st, dict) else None
-        url = storage if storage is not None else study_storage(
-            written if isinstance(written, str) else None, path)
+        st = st if isinstance(st, dict) else {}
+        name, written = st.get("name", path.stem), st.get("storage")
+        if storage is None and written is not None and not isinstance(written, str):
+            from dmisearch.errors import StudyFileError
+
+            raise StudyFileError(str(path), [  # its value is not shown: it may hold secrets
+                f"study.storage: must be a storage URL or path (a string), got a "
+                f"{type(written).__name__}"])
+        url = storage if storage is not None else study_storage(written, path)
     else:
         name, url = str(source), storage if storage is not None else default_storage()
     backend = open_storage(url)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import traceback
@@ -16,10 +17,13 @@ from typing import Any
 
 from dmisearch.errors import DmisearchError
 
+ENV_THREADS = "DMISEARCH_THREADS"
+
 EPILOG = """exit codes: 0 success, 1 error, 2 usage error, 130 interrupted.
 environment: DMISEARCH_PLUGINS (load only these plugins; set but empty: none),
 DMISEARCH_BLOCK_PLUGINS (never load these), DMISEARCH_TRACE=1 (like --trace),
-DMISEARCH_STORAGE (default storage instead of journal:.dmisearch/journal.log)."""
+DMISEARCH_THREADS=N (like --threads), DMISEARCH_STORAGE (default storage instead of the
+journal .dmisearch/journal.log beside the study file)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--trace", action="store_true", default=argparse.SUPPRESS,
                         help="report every plugin load and hook call on stderr "
                              "(same as DMISEARCH_TRACE=1)")
+    common.add_argument("--threads", type=_positive_int, default=argparse.SUPPRESS,
+                        metavar="N",
+                        help="CPU threads per process (same as DMISEARCH_THREADS=N; default: "
+                             "PyTorch's, split between the workers of run --workers; probe: "
+                             "1)")
     parser = argparse.ArgumentParser(
         prog="dmisearch", parents=[common], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -89,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="the sampler session to use (set by run --workers); by default "
                              "a new one is taken from the study, so that no two workers "
                              "ever draw the same proposals")
+    worker.add_argument("--wait", type=_nonneg_float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for `dmisearch run` to create the study "
+                             "(started at the same time, e.g. in a job array) before "
+                             "refusing (default 60; a worker never creates a study)")
     worker.add_argument("--no-progress", action="store_true", help="no progress bar")
     worker.set_defaults(func=cmd_worker)
 
@@ -161,19 +174,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive_int(text: str) -> int:
-    value = _nonneg_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+    return _int_at_least(text, 1)
 
 
 def _nonneg_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text}")
     return value
 
 
@@ -188,11 +202,18 @@ def _gpu_list(text: str) -> list[int]:
     return gpus
 
 
-def _positive_float(text: str) -> float:
+def _nonneg_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
@@ -257,6 +278,7 @@ def _describe_spec(spec: Any) -> None:
 
 
 def _trial_line(spec: Any, t: Any) -> str:
+    from dmisearch.coordination import LOST
     from dmisearch.trialinfo import CONFIRMS_ATTR, DUPLICATE_ATTR
 
     pair = f"{t.user_attrs.get('model', '?')}/{t.user_attrs.get('algorithm', '?')}"
@@ -270,12 +292,16 @@ def _trial_line(spec: Any, t: Any) -> str:
     if CONFIRMS_ATTR in t.user_attrs and t.state.name == "COMPLETE":
         return (f"trial {t.number:>4}  {pair:<18} confirms trial {t.user_attrs[CONFIRMS_ATTR]} "
                 f"on fresh seeds: {spec.objective.name} {t.value:.4g}  [{secs:.1f} s]")
+    error = str(t.user_attrs.get("error", "unknown error"))
+    if t.state.name == "FAIL" and error.startswith(LOST):
+        return (f"trial {t.number:>4}  {pair:<18} taken for lost while this worker was "
+                "silent (suspended or swapping?): its result is dropped, the retry trains it")
     if t.state.name == "COMPLETE":
         outcome = f"{spec.objective.name} {t.value:.4g}"
     elif t.state.name == "PRUNED":
         outcome = f"pruned ({t.user_attrs.get('pruned_reason', 'by the pruner')})"
     else:
-        outcome = f"FAILED: {t.user_attrs.get('error', 'unknown error')}"
+        outcome = f"FAILED: {error}"
     return f"trial {t.number:>4}  {pair:<18} {outcome}  [{secs:.1f} s]"
 
 
@@ -323,23 +349,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import os
-
     from dmisearch.runner import finished_count, run_study
     from dmisearch.storage import describe
 
-    threads = os.environ.get("DMISEARCH_THREADS")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     spec = _load(args)
     emit = _printer(_wants_progress(args))
+    _wait_for_study(spec, args.wait, emit)
     study = run_study(spec, on_trial=lambda t: emit(_trial_line(spec, t)),
-                      progress=_wants_progress(args), session=args.session)
+                      progress=_wants_progress(args), session=args.session, create=False)
     _err(f"done: study '{spec.name}' has {finished_count(study)} finished trials in "
          f"{describe(spec.storage)}")
     return 0
+
+
+def _wait_for_study(spec: Any, wait: float, emit: Any) -> None:
+    """A worker joins; only ``run`` creates. Give a ``run`` started at the same time (a
+    job array, a README recipe) ``wait`` seconds to create the study."""
+    import time
+
+    import optuna
+
+    from dmisearch.storage import describe, open_storage
+
+    storage = open_storage(spec.storage)
+    end = time.monotonic() + wait
+    said = False
+    while time.monotonic() < end:
+        if spec.name in (s.study_name for s in optuna.get_all_study_summaries(storage)):
+            return
+        if not said:
+            emit(f"waiting up to {wait:g} s for study '{spec.name}' to be created in "
+                 f"{describe(spec.storage)} by `dmisearch run` (--wait)")
+            said = True
+        time.sleep(1.0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -480,6 +522,30 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _apply_threads(args: argparse.Namespace) -> None:
+    """``--threads`` or ``DMISEARCH_THREADS`` for the commands that compute (the others do
+    not import torch for it)."""
+    import os
+
+    n = getattr(args, "threads", None)
+    if n is None:
+        env = os.environ.get(ENV_THREADS, "")
+        if not env:
+            return
+        try:
+            n = int(env)
+        except ValueError:
+            raise DmisearchError(f"{ENV_THREADS}={env!r} is not a number of threads: "
+                                 "set a positive integer, or unset it") from None
+        if n < 1:
+            raise DmisearchError(f"{ENV_THREADS}={env!r} must be >= 1")
+    if args.func in (cmd_run, cmd_worker, cmd_rerun) or args.func.__name__ == "cmd_probe":
+        import torch
+
+        torch.set_num_threads(n)
+        os.environ[ENV_THREADS] = str(n)  # worker processes of run --workers inherit it
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False)
@@ -487,14 +553,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from dmisearch.plugins import ENV_TRACE
 
-    traced = os.environ.get(ENV_TRACE)
+    traced, threads = os.environ.get(ENV_TRACE), os.environ.get(ENV_THREADS)
     if getattr(args, "trace", False):
         os.environ[ENV_TRACE] = "1"  # worker processes inherit it
     global _INTERRUPTED
     _INTERRUPTED = False
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        _apply_threads(args)
         return int(args.func(args))
+    except BrokenPipeError:  # `dmisearch plugins --json | head`: the reader is done
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
@@ -517,7 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if traced is None:
-            os.environ.pop(ENV_TRACE, None)
-        else:
-            os.environ[ENV_TRACE] = traced
+        for name, value in ((ENV_TRACE, traced), (ENV_THREADS, threads)):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -40,14 +40,18 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from dmisearch.storage import _journal_path, default_storage
+from dmisearch.storage import default_storage, journal_path, with_driver
 from dmisearch.trialinfo import CONFIRM_SEEDS_ATTR, CONFIRMS_ATTR, FINISHED, is_search
 
 HEARTBEAT_ATTR = "dmisearch_heartbeat"
 HEARTBEAT_INTERVAL = 10.0  # seconds between stamps
 GRACE_PERIOD = 60.0  # seconds without a stamp before a running trial counts as lost
 MAX_RETRY = 3  # copies of one lost trial, at most
+LOST = "worker lost"  # how the error of a reaped trial begins
 SESSIONS_ATTR = "dmisearch_sessions"  # study attribute: sessions handed out so far
+#: Seconds after which Redis frees a study lock whose holder died inside it (a claim holds
+#: it for well under a second; others wait for it meanwhile).
+REDIS_LOCK_EXPIRY = 60
 
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
 
@@ -56,7 +60,7 @@ _MEMORY_LOCKS: dict[str, threading.Lock] = {}
 def study_lock(storage_url: str | None, study_name: str) -> Iterator[None]:
     """Exclusive across every worker of ``study_name`` on this storage while held."""
     url = storage_url or default_storage()
-    path = _journal_path(url)
+    path = journal_path(url)
     if path is None and url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
     if path is not None:
@@ -69,7 +73,7 @@ def study_lock(storage_url: str | None, study_name: str) -> Iterator[None]:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return
     key = zlib.crc32(f"dmisearch:{study_name}".encode())
-    if url.startswith(("postgresql", "postgres")):
+    if url.startswith("postgres"):
         with _rdb_lock(url, "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)",
                        {"k": key}):
             yield
@@ -82,8 +86,8 @@ def study_lock(storage_url: str | None, study_name: str) -> Iterator[None]:
     if url.startswith(("redis://", "rediss://", "unix://")):
         import redis
 
-        with redis.Redis.from_url(url).lock(f"dmisearch:lock:{study_name}", timeout=300,
-                                            blocking_timeout=None):
+        with redis.Redis.from_url(url).lock(f"dmisearch:lock:{study_name}",
+                                            timeout=REDIS_LOCK_EXPIRY, blocking_timeout=None):
             yield
         return
     lock = _MEMORY_LOCKS.setdefault(f"{url}:{study_name}", threading.Lock())
@@ -100,7 +104,7 @@ def _rdb_lock(url: str, acquire: str, release: str, params: dict) -> Iterator[No
 
     engine = _ENGINES.get(url)
     if engine is None:
-        engine = _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True)
+        engine = _ENGINES[url] = sa.create_engine(with_driver(url), pool_pre_ping=True)
     with engine.connect() as conn:
         got = conn.execute(sa.text(acquire), params).scalar()
         if got is not None and got != 1 and got != "":  # MySQL: 1 = locked; pg: void
@@ -166,7 +170,7 @@ def reap_lost_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
         with contextlib.suppress(Exception):
             storage.set_trial_user_attr(
                 t._trial_id, "error",
-                f"worker lost: no heartbeat for {silent:.0f} s (more than {grace:g} s); "
+                f"{LOST}: no heartbeat for {silent:.0f} s (more than {grace:g} s); "
                 "retried with the same parameters")
         try:
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

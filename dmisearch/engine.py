@@ -18,7 +18,9 @@ kernel launches. The engine instead trains K jobs as one program:
 * **Optimiser**: ``MinibatchAlgorithm.fused_optimizer`` over the stacked parameters:
   ``torch.optim`` itself for element-wise optimisers that share hyperparameters, or a
   per-job version (``dmisearch.optim``) for ``sgd`` and ``adam``, whose hyperparameters may
-  differ between jobs (jobs of different trials).
+  differ between jobs (jobs of different trials). Only where it is the fused equivalent of
+  the algorithm's own ``make_optimizer``: a subclass of ``sgd`` overriding
+  ``make_optimizer`` alone trains with the reference loop (a warning says why).
 * **Data**: each job keeps its own training subset and minibatch order (the reference
   loop's ``batch_schedule``, drawn up front and placed on the device once). Training sets
   that are prefixes of one pool (the curve's nested sizes) are gathered from that pool, not
@@ -71,6 +73,8 @@ from dmisearch.training import (
     build_module,
     check_deadline,
     step_clock,
+    train_one,
+    unfused_reason,
 )
 
 #: Fraction of free CUDA memory a chunk may plan to use.
@@ -131,15 +135,34 @@ def group_members(members: Sequence[Member]) -> list[list[int]]:
     return list(groups.values())
 
 
+#: Algorithm classes already warned about training one model at a time.
+_UNFUSED_WARNED: set[type] = set()
+
+
 def train(members: Sequence[Member], ctx: RunContext,
           max_chunk: int | None = None) -> list[Predictions]:
     """Train every member; predictions in the order of ``members``."""
     out: list[Predictions | None] = [None] * len(members)
     for idx in group_members(members):
         group = [members[i] for i in idx]
-        for i, pred in zip(idx, _train_group(group, ctx, max_chunk), strict=True):
+        for i, pred in zip(idx, _train_fused_or_not(group, ctx, max_chunk), strict=True):
             out[i] = pred
     return out  # type: ignore[return-value]
+
+
+def _train_fused_or_not(group: list[Member], ctx: RunContext, max_chunk: int | None
+                        ) -> list[Predictions]:
+    """The group in fused programs; one model at a time with the loop where the fused
+    optimiser would not be the algorithm's own (``training.unfused_reason``), which a
+    warning says once per class."""
+    cls = type(group[0].algo)
+    why = unfused_reason(cls)
+    if why is None:
+        return _train_group(group, ctx, max_chunk)
+    if cls not in _UNFUSED_WARNED:
+        _UNFUSED_WARNED.add(cls)
+        warnings.warn(why, RuntimeWarning, stacklevel=3)
+    return [train_one(m.algo, m.model, m.job, ctx) for m in group]
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -69,3 +69,8 @@ def did_you_mean(value: str, known: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when ``value`` is close to one of ``known``, else ''."""
     close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class PreflightError(StudyFileError):
+    """A searched architecture fails when run once on two samples before the first trial
+    (``dmisearch.preflight``); lists every problem found."""

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.exceptions import UpdateFinishedTrialError
 
 import dmisearch
 from dmisearch.components import (
@@ -131,7 +132,7 @@ class TrialPlan:
     curve: dict[str, list[Any]] = dataclasses.field(default_factory=lambda: {
         "size": [], "seed": [], "test_error": [], "train_error": [], "seconds": []})
     means: list[float] = dataclasses.field(default_factory=list)
-    outcome: str = "running"  # running | pruned | failed | complete
+    outcome: str = "running"  # running | pruned | failed | complete | reaped
     error: BaseException | None = None
     value: float | None = None
 
@@ -194,7 +195,9 @@ class TrialObjective:
         """Train and score ``plans`` stage by stage; sets each plan's ``outcome``.
 
         A failure inside one trial's training fails that trial only: a fused call that
-        raises is retried trial by trial to find the culprit. ``KeyboardInterrupt``
+        raises is retried trial by trial to find the culprit. A trial another worker's
+        reaper finished meanwhile (this process was silent past the grace period: suspended,
+        swapping) ends ``reaped``: nothing more is written to it. ``KeyboardInterrupt``
         propagates.
         """
         with deadline(self.spec.trial_timeout):
@@ -205,13 +208,18 @@ class TrialObjective:
                 for group in _by_algorithm(alive):
                     self._run_stage(group, stage)
         for p in plans:
-            if p.outcome == "running":
-                try:
-                    self._finish(p)
-                except Exception as exc:
-                    p.outcome, p.error = "failed", exc
-            p.trial.set_user_attr("curve", p.curve)
-            p.trial.set_user_attr("wall_time_s", time.perf_counter() - p.started)
+            try:
+                if p.outcome == "running":
+                    try:
+                        self._finish(p)
+                    except UpdateFinishedTrialError:
+                        raise
+                    except Exception as exc:
+                        p.outcome, p.error = "failed", exc
+                p.trial.set_user_attr("curve", p.curve)
+                p.trial.set_user_attr("wall_time_s", time.perf_counter() - p.started)
+            except UpdateFinishedTrialError:
+                p.outcome = "reaped"
 
     @staticmethod
     def _jobs(data: StudyData, sizes: tuple[int, ...]) -> list[tuple[int, int, Job]]:
@@ -239,6 +247,8 @@ class TrialObjective:
                     raise RuntimeError(f"algorithm '{plan.algo.name}' returned {len(got)} "
                                        f"predictions for {len(jobs)} jobs")
                 self._record(plan, jobs, got, seconds)
+            except UpdateFinishedTrialError:  # reaped by another worker meanwhile
+                plan.outcome = "reaped"
             except Exception as exc:  # e.g. predictions of the wrong shape from a plugin
                 plan.outcome, plan.error = "failed", exc
 

@@ -205,7 +205,8 @@ class FusedOptimizer:
         parameter, all of them; those of ``live`` exist), made once."""
         key = (name, group, live)
         if key not in self._views:
-            self._views[key] = self._group_views(_pick(tensors, live), group, live)  # type: ignore[arg-type]
+            present: Sequence[torch.Tensor] = _pick(tensors, live)  # type: ignore[assignment]
+            self._views[key] = self._group_views(present, group, live)
         return self._views[key]
 
     def _views_per_tensor(self, group: int, live: tuple[int, ...]) -> list[int]:
@@ -228,36 +229,64 @@ class FusedSGD(FusedOptimizer):
         self.wd = [_per_job(hyper["weight_decay"], p) for p in self.params]
         self.use_wd = bool((hyper["weight_decay"] != 0).any())
         self.use_momentum = bool((hyper["momentum"] != 0).any())
-        self.bufs: list[torch.Tensor] | None = None
+        # one per parameter, made at its first gradient (as torch.optim makes it), laid out
+        # like the parameter so that either path can take over from the other
+        self.bufs: list[torch.Tensor | None] = [None] * len(self.params)
 
-    def _fused_step(self, grads: list[torch.Tensor]) -> None:
-        first = self.bufs is None
-        if first:  # the kernel's first step sets buf = d_p, as torch.optim does
-            self.bufs = [torch.zeros_like(p) for p in self.params]
+    def _fused_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
+        # the kernel's first step sets buf = d_p, as torch.optim does: one call for the
+        # parameters at their first gradient, one for the others (each step but the
+        # first, or where some parameter got no gradient before, only one of the two)
+        new = {i for i in live if self.bufs[i] is None} if self.use_momentum else set()
+        if not new:
+            self._kernel_calls(live, grads, first=False)
+            return
+        for i in new:
+            self.bufs[i] = torch.zeros_like(self.params[i])
+        by_param = dict(zip(live, grads, strict=True))
+        for first in (True, False):
+            part = tuple(i for i in live if (i in new) == first)
+            if part:
+                self._kernel_calls(part, [by_param[i] for i in part], first)
+
+    def _kernel_calls(self, live: tuple[int, ...], grads: list[torch.Tensor],
+                      first: bool) -> None:
         for g, (h, _) in enumerate(self.groups):
+            momentum = h["momentum"] != 0
             torch._fused_sgd_(
-                self._state_views("params", self.params, g), self._group_views(grads, g),
-                self._state_views("bufs", self.bufs, g) if h["momentum"] != 0 else [],
+                self._state_views("params", self.params, g, live),
+                self._group_views(grads, g, live),
+                self._state_views("bufs", self.bufs, g, live) if momentum else [],
                 weight_decay=h["weight_decay"], momentum=h["momentum"], lr=h["lr"],
                 dampening=0.0, nesterov=self.nesterov, maximize=False,
-                is_first_step=first and h["momentum"] != 0)
+                is_first_step=first and momentum)
 
-    def _foreach_step(self, grads: list[torch.Tensor]) -> None:
+    def _foreach_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
         # the same arithmetic in the same order as the per-tensor code torch.optim runs
+        params = _pick(self.params, live)
         if self.use_wd:  # grad.add(param, alpha=wd)
-            grads = torch._foreach_add(grads, torch._foreach_mul(self.params, self.wd))
+            grads = torch._foreach_add(grads, torch._foreach_mul(params, _pick(self.wd, live)))
         if self.use_momentum:
-            if self.bufs is None:  # torch: buf = clone(d_p) on the first step
-                self.bufs = [g.clone() for g in grads]
-            else:  # buf.mul_(momentum).add_(d_p, alpha=1)
-                torch._foreach_mul_(self.bufs, self.momentum)
-                torch._foreach_add_(self.bufs, grads)
-            # momentum 0 leaves buf == d_p exactly, as torch's no-momentum path would
-            if self.nesterov:
-                grads = torch._foreach_add(grads, torch._foreach_mul(self.bufs, self.momentum))
-            else:
-                grads = self.bufs
-        torch._foreach_addcmul_(self.params, self.lr, grads)  # param.add_(d_p, alpha=-lr)
+            grads = self._momentum_step(live, grads)
+        torch._foreach_addcmul_(params, _pick(self.lr, live), grads)  # add_(d_p, alpha=-lr)
+
+    def _momentum_step(self, live: tuple[int, ...], grads: list[torch.Tensor]
+                       ) -> list[torch.Tensor]:
+        """Update the momentum buffers of ``live``; the directions their parameters take."""
+        old = [k for k, i in enumerate(live) if self.bufs[i] is not None]
+        if old:  # buf.mul_(momentum).add_(d_p, alpha=1)
+            bufs = [self.bufs[live[k]] for k in old]
+            torch._foreach_mul_(bufs, [self.momentum[live[k]] for k in old])
+            torch._foreach_add_(bufs, [grads[k] for k in old])
+        for k, i in enumerate(live):
+            if self.bufs[i] is None:  # torch: buf = clone(d_p) at the first gradient
+                self.bufs[i] = torch.empty_like(self.params[i]).copy_(grads[k])
+        bufs = [b for b in _pick(self.bufs, live) if b is not None]
+        # momentum 0 leaves buf == d_p exactly, as torch's no-momentum path would
+        if self.nesterov:
+            return torch._foreach_add(grads, torch._foreach_mul(bufs, _pick(self.momentum,
+                                                                            live)))
+        return bufs
 
 
 class FusedAdam(FusedOptimizer):
@@ -271,11 +300,13 @@ class FusedAdam(FusedOptimizer):
         super().__init__(params, hyper, fused)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.t = 0
         dev = self.params[0].device if self.params else "cpu"
-        # the kernels read the step count from a float32 tensor on the device, as
-        # torch.optim keeps it for fused=True; one counter serves every tensor
-        self.state_step = torch.zeros((), dtype=torch.float32, device=dev)
+        # each parameter's step count (torch.optim counts only the steps in which a
+        # parameter had a gradient), read by the kernels from float32 tensors on the
+        # device, as torch.optim keeps them for fused=True: one tensor holds them all
+        self.state_steps = torch.zeros(len(self.params), dtype=torch.float32, device=dev)
+        self._step_of = list(self.state_steps.unbind(0))
+        self.t = [0] * len(self.params)  # the same counts on the host (the foreach path's)
         self.hyper = hyper
         self.steps = steps
         self.use_wd = bool((hyper["weight_decay"] != 0).any())
@@ -286,19 +317,35 @@ class FusedAdam(FusedOptimizer):
         # the foreach path reads this step's bias corrections by the host's step count
         return self.kernel_path
 
-    def step(self) -> None:
-        super().step()
-        self.t += 1
+    def _stepped(self, live: tuple[int, ...]) -> None:
+        for i in live:
+            self.t[i] += 1
 
-    def _fused_step(self, grads: list[torch.Tensor]) -> None:
-        self.state_step.add_(1)
+    def _count(self, live: tuple[int, ...]) -> None:
+        """One more step for each parameter of ``live``, on the device."""
+        if len(live) == len(self.params):
+            self.state_steps.add_(1)
+        else:
+            torch._foreach_add_([self._step_of[i] for i in live], 1.0)
+
+    def _step_views(self, group: int, live: tuple[int, ...]) -> list[torch.Tensor]:
+        """The step count of each view of :meth:`_group_views` (its parameter's)."""
+        key = ("state_steps", group, live)
+        if key not in self._views:
+            self._views[key] = [self._step_of[i] for i, n in
+                                zip(live, self._views_per_tensor(group, live), strict=True)
+                                for _ in range(n)]
+        return self._views[key]
+
+    def _fused_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
+        self._count(live)
         for g, (h, _) in enumerate(self.groups):
-            params = self._state_views("params", self.params, g)
             torch._fused_adam_(
-                params, self._group_views(grads, g),
-                self._state_views("exp_avg", self.exp_avg, g),
-                self._state_views("exp_avg_sq", self.exp_avg_sq, g), [],
-                [self.state_step] * len(params), lr=h["lr"], beta1=h["beta1"],
+                self._state_views("params", self.params, g, live),
+                self._group_views(grads, g, live),
+                self._state_views("exp_avg", self.exp_avg, g, live),
+                self._state_views("exp_avg_sq", self.exp_avg_sq, g, live), [],
+                self._step_views(g, live), lr=h["lr"], beta1=h["beta1"],
                 beta2=h["beta2"], weight_decay=h["weight_decay"], eps=h["eps"],
                 amsgrad=False, maximize=False)
 
@@ -329,22 +376,26 @@ class FusedAdam(FusedOptimizer):
             "bc2": [per_step(bc2_sqrt, p) for p in ps],
         }
 
-    def _foreach_step(self, grads: list[torch.Tensor]) -> None:
+    def _foreach_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
         # the same arithmetic in the same order as the per-tensor code torch.optim runs
         if self._scalars is None:
             self._scalars = self._foreach_scalars()
-        c, t = self._scalars, self.t
-        self.state_step.add_(1)  # kept in step with the fused path's counter
+        c = {k: _pick(v, live) for k, v in self._scalars.items()}
+        t = _pick(self.t, live)  # each parameter's step, counted from 0
+        params, exp_avg, exp_avg_sq = (_pick(x, live) for x in
+                                       (self.params, self.exp_avg, self.exp_avg_sq))
+        self._count(live)  # kept in step with the fused path's counts
         if self.use_wd:  # grad.add(param, alpha=wd)
-            grads = torch._foreach_add(grads, torch._foreach_mul(c["wd"], self.params))
-        torch._foreach_lerp_(self.exp_avg, grads, c["one_minus_b1"])
+            grads = torch._foreach_add(grads, torch._foreach_mul(c["wd"], params))
+        torch._foreach_lerp_(exp_avg, grads, c["one_minus_b1"])
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        torch._foreach_mul_(self.exp_avg_sq, c["b2"])
-        torch._foreach_add_(self.exp_avg_sq, torch._foreach_mul(
+        torch._foreach_mul_(exp_avg_sq, c["b2"])
+        torch._foreach_add_(exp_avg_sq, torch._foreach_mul(
             torch._foreach_mul(c["one_minus_b2"], grads), grads))
-        denom = torch._foreach_sqrt(self.exp_avg_sq)
-        torch._foreach_div_(denom, [b[t] for b in c["bc2"]])
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, [b[s] for b, s in zip(c["bc2"], t, strict=True)])
         torch._foreach_add_(denom, c["eps"])
-        update = torch._foreach_mul([s[t] for s in c["step_size"]], self.exp_avg)
+        update = torch._foreach_mul([z[s] for z, s in zip(c["step_size"], t, strict=True)],
+                                    exp_avg)
         torch._foreach_div_(update, denom)
-        torch._foreach_add_(self.params, update)  # param.addcdiv_(exp_avg, denom, -step)
+        torch._foreach_add_(params, update)  # param.addcdiv_(exp_avg, denom, -step_size)

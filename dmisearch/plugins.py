@@ -57,6 +57,15 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A class a plugin registered and the registry turned away."""
+
+    kind: str
+    name: str | None  # its ``name`` attribute, if a string
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
 class PluginInfo:
     """One plugin: where it came from, and the error that broke it, if any."""
 
@@ -66,7 +75,12 @@ class PluginInfo:
     origin: str = ""
     status: str = "loaded"  # loaded | blocked | broken
     error: str | None = None
-    refused: tuple[str, ...] = ()  # why classes it registered were turned away
+    refusals: tuple[Refusal, ...] = ()  # classes it registered that were turned away
+
+    @property
+    def refused(self) -> tuple[str, ...]:
+        """Why each refused class was turned away."""
+        return tuple(r.reason for r in self.refusals)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +149,9 @@ class Registry:
         try:
             return self._entries[(kind, name)]
         except KeyError:
+            refused = self._refused(kind, name)
+            if refused:
+                raise UnknownComponentError(refused) from None
             known = self.names(kind)
             broken = [p for p in self.plugins if p.status == "broken"]
             hint = did_you_mean(name, known)
@@ -149,6 +166,16 @@ class Registry:
             else:
                 msg += " Install the plugin that provides it, or fix the spelling."
             raise UnknownComponentError(msg) from None
+
+    def _refused(self, kind: str, name: str) -> str | None:
+        """Why a class registered as ``name`` was turned away (None: none was)."""
+        for p in self.plugins:
+            for r in p.refusals:
+                if (r.kind, r.name) == (kind, name):
+                    return (f"{kind} '{name}' was refused when plugin '{p.name}' loaded: "
+                            f"{r.reason}; fix that class ({p.origin}) and the name becomes "
+                            "usable (`dmisearch plugins` lists refused classes)")
+        return None
 
     def get(self, kind: str, name: str) -> type[Component]:
         """The component class registered as ``name``."""
@@ -401,8 +428,10 @@ def load_registry(
                 why = class_problem(kind, cls)
                 if why is not None:
                     problems.append(f"plugin '{pname}' ({hook_name}): {why}")
+                    name = getattr(cls, "name", None)
+                    refusal = Refusal(kind, name if isinstance(name, str) else None, why)
                     infos[pname] = dataclasses.replace(
-                        infos[pname], refused=(*infos[pname].refused, why))
+                        infos[pname], refusals=(*infos[pname].refusals, refusal))
                     continue
                 entry = Entry(kind, cls.name, cls, infos[pname])
                 key = (kind, cls.name)

@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -1118,9 +1119,6 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser
                    help="when the test on D does not reject, search witness data (D with "
                         "anisotropic or sparse inputs) on a pilot and test it on fresh seeds, "
                         "each test at alpha/2 (default: on, unless --data fixes the data)")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads per operation (default 1: the probe's networks are tiny, "
-                        "and more threads mostly spin)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_probe)
     return p
@@ -1147,10 +1145,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
             raise DmisearchError(f"{name} must be >= {low}, got {value}")
     if not 0 < args.alpha < 1:
         raise DmisearchError(f"--alpha must be in (0, 1), got {args.alpha}")
-    if args.threads < 1:
-        raise DmisearchError(f"--threads must be >= 1, got {args.threads}")
     threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    if getattr(args, "threads", None) is None and not os.environ.get("DMISEARCH_THREADS"):
+        torch.set_num_threads(1)  # the probe's networks are tiny: more threads mostly spin
     try:
         return _cmd_probe(args)
     finally:

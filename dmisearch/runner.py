@@ -169,6 +169,26 @@ def rerun_trial(spec: StudySpec, number: int) -> tuple[optuna.trial.FrozenTrial,
     return stored, plan
 
 
+def study_complete(study: optuna.Study, spec: StudySpec) -> bool:
+    """Whether the study has its ``n_trials`` finished search trials (or every
+    configuration of a finite space) and nothing left running or queued."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
+        return False
+    census = Census.of(study, trials)
+    left = configurations_left(spec, census)
+    return (left is not None and left <= 0) or (
+        spec.n_trials is not None and census.done >= spec.n_trials)
+
+
+def configurations_left(spec: StudySpec, census: Census) -> int | None:
+    """Configurations of the current space no trial has finished (None: unbounded)."""
+    size = spec.space_size()
+    if size is None:
+        return None
+    return size - sum(spec.reaches(t.params) for t in census.finished.values())
+
+
 def finished_count(study: optuna.Study) -> int:
     """Finished search trials (what ``n_trials`` counts)."""
     return count_states(study)[0]
@@ -184,12 +204,13 @@ def run_study(
     progress: bool = False,
     poll: float = POLL_INTERVAL,
     session: int | None = None,
+    create: bool = True,
 ) -> optuna.Study:
     """Run ``spec`` as one worker until the study has ``n_trials`` finished search trials
     (across every worker) and its confirmations, or this run's ``timeout`` passes; returns
     the Optuna study. ``session``: this worker's sampler session (by default a new one is
-    taken from the study)."""
-    study = open_study(spec)
+    taken from the study). ``create=False``: join the study only if it exists (a worker)."""
+    study = open_study(spec, create=create)
     if session is None:
         session = claim_sessions(study, spec.storage)
     spec = dataclasses.replace(spec, session=session)
@@ -262,9 +283,7 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int, asked: list[optuna.T
         reap_lost_trials(study, grace=spec.grace_period)
         snapshot = study.get_trials(deepcopy=False)
         census = Census.of(study, snapshot)
-        size = spec.space_size()
-        left = None if size is None else size - sum(
-            spec.reaches(t.params) for t in census.finished.values())
+        left = configurations_left(spec, census)
         exhausted = left is not None and left <= 0
         if exhausted or (spec.n_trials is not None and census.done >= spec.n_trials):
             drop_unneeded_retries(study)
@@ -414,6 +433,8 @@ def run_batch(study: optuna.Study, objective: TrialObjective, plans: list[TrialP
                 told[p.trial.number] = _tell(study, p.trial, p.value)
             elif p.outcome == "pruned":
                 told[p.trial.number] = _tell(study, p.trial, state=TrialState.PRUNED)
+            elif p.outcome == "reaped":  # as the reaper recorded it; its retry trains it
+                told[p.trial.number] = study._storage.get_trial(p.trial._trial_id)
             else:
                 told[p.trial.number] = _tell_failed(study, p.trial, p.error)
     except KeyboardInterrupt:

@@ -9,8 +9,10 @@ storage string                               storage
 ``journal:PATH`` or a path ending in         Optuna ``JournalStorage`` on a file (no server;
 ``.log`` / ``.journal`` / ``.jsonl``         safe for several local processes)
 ``redis://HOST:PORT/DB``                     ``JournalStorage`` on Redis
-``sqlite:///f.db``, ``postgresql://...``,    Optuna ``RDBStorage`` (SQLAlchemy URL)
-``mysql+pymysql://...``
+``sqlite:///f.db``, ``postgresql://...``,    Optuna ``RDBStorage`` (SQLAlchemy URL; a URL
+``mysql://...``                              without ``+driver`` gets an installed driver:
+                                             ``pip install "dmisearch[postgresql]"``,
+                                             ``"dmisearch[mysql]"``)
 ``memory``                                   in-process only (lost on exit; for tests)
 ============================================ ===============================================
 
@@ -29,21 +31,41 @@ read it directly.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+from optuna.storages.journal import (
+    JournalFileBackend,
+    JournalFileSymlinkLock,
+    JournalRedisBackend,
+)
+from sqlalchemy.exc import NoSuchModuleError
 
 from dmisearch.errors import DmisearchError
 
 ENV_STORAGE = "DMISEARCH_STORAGE"
 DEFAULT_JOURNAL = ".dmisearch/journal.log"
 _RDB = re.compile(r"^(sqlite|postgresql|postgres|mysql|mariadb|oracle|mssql)(\+\w+)?://")
+#: Seconds after which a journal file's lock, held by a process that died inside it (e.g.
+#: SIGKILL), is broken: a live holder keeps it for milliseconds (one append). Optuna's
+#: default is 30 s, long enough to stall every worker and get live trials reaped.
+JOURNAL_LOCK_BREAK = 5
+#: Drivers tried, in order, for a database URL without ``+driver`` (SQLAlchemy name, module),
+#: and the extra that installs the first.
+DRIVERS = {
+    "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+    "mysql": (("mysqldb", "MySQLdb"), ("pymysql", "pymysql")),
+}
+EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql", "redis": "redis"}
+#: Passwords of the storages this process opened: never printed (``mask``).
+_SECRETS: set[str] = set()
+MIN_SECRET = 4
 
 
 def default_storage(study_file: str | Path | None = None) -> str:
@@ -65,7 +87,7 @@ def study_storage(written: str | None, study_file: str | Path | None) -> str:
     if study_file is None:
         return written
     base = Path(study_file).resolve().parent
-    path = _journal_path(written)
+    path = journal_path(written)
     if path is not None:
         p = Path(path).expanduser()
         return written if p.is_absolute() else f"journal:{base / p}"
@@ -76,7 +98,7 @@ def study_storage(written: str | None, study_file: str | Path | None) -> str:
     return written
 
 
-def _journal_path(url: str) -> str | None:
+def journal_path(url: str) -> str | None:
     if url.startswith("journal:"):
         path = url[len("journal:"):]
         return path[2:] if path.startswith("///") else path
@@ -86,11 +108,19 @@ def _journal_path(url: str) -> str | None:
 
 
 def open_storage(url: str | None) -> BaseStorage:
-    """The Optuna storage for ``url`` (see the module docstring); clear errors otherwise."""
-    url = url or default_storage()
+    """The Optuna storage for ``url`` (see the module docstring); clear errors otherwise:
+    a missing driver names the ``pip install`` that brings it, a server that does not
+    answer says so."""
+    url = default_storage() if url is None else url
+    if not url.strip():
+        raise DmisearchError(
+            "the storage is empty (an unset environment variable, as in --storage "
+            "\"$DB_URL\"?): give a storage URL, or leave it out for the journal beside the "
+            "study file")
+    remember_secrets(url)
     if url == "memory":
         return InMemoryStorage()
-    path = _journal_path(url)
+    path = journal_path(url)
     if path is not None:
         p = Path(path).expanduser()
         try:
@@ -98,49 +128,123 @@ def open_storage(url: str | None) -> BaseStorage:
         except OSError as exc:
             raise DmisearchError(
                 f"cannot create the folder for journal {str(p)!r}: {exc}") from None
-        return JournalStorage(JournalFileBackend(str(p)))
+        lock = JournalFileSymlinkLock(str(p), grace_period=JOURNAL_LOCK_BREAK)
+        return JournalStorage(JournalFileBackend(str(p), lock_obj=lock))
     if url.startswith(("redis://", "rediss://", "unix://")):
-        try:
-            with warnings.catch_warnings():  # "experimental" since Optuna 3.1
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return JournalStorage(JournalRedisBackend(url))
-        except ImportError:
-            raise DmisearchError("a redis:// storage needs the 'redis' package: "
-                                 "pip install redis") from None
+        return _redis(url)
     if _RDB.match(url):
-        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        try:
-            return RDBStorage(url, engine_kwargs=kwargs)
-        except ImportError as exc:
-            raise DmisearchError(f"storage {mask(url)} needs a database driver: {exc}") from None
-        except Exception as exc:  # sqlalchemy.exc.OperationalError and kin
-            raise DmisearchError(
-                f"cannot open storage {mask(url)}: {type(exc).__name__}: "
-                f"{mask(str(exc).splitlines()[0])}. Is the server running and the URL right?"
-            ) from None
+        return _rdb(with_driver(url))
     raise DmisearchError(
         f"storage {mask(url)!r} is not understood; use journal:PATH, a .log file path, "
         "redis://..., sqlite:///file.db, postgresql://user@host/db or mysql+pymysql://..."
     )
 
 
+def with_driver(url: str) -> str:
+    """A database URL with an installed driver: ``postgres://`` read as ``postgresql://``,
+    and a URL without ``+driver`` given the first installed one (``DRIVERS``)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme == "postgres":
+        scheme = "postgresql"
+    dialect, plus, driver = scheme.partition("+")
+    family = "mysql" if dialect in ("mysql", "mariadb") else dialect
+    if plus or family not in DRIVERS:
+        return f"{scheme}{sep}{rest}"
+    for name, module in DRIVERS[family]:
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}+{name}{sep}{rest}"
+    raise DmisearchError(
+        f"storage {mask(url)} needs a {family} database driver and none is installed: "
+        f"pip install \"dmisearch[{EXTRAS[family]}]\"")
+
+
+def _rdb(url: str) -> BaseStorage:
+    kwargs: dict = {"pool_pre_ping": True}  # a connection the server dropped is replaced
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return RDBStorage(url, engine_kwargs=kwargs)
+    except NoSuchModuleError:
+        raise DmisearchError(
+            f"storage {mask(url)}: SQLAlchemy knows no driver '{url.split('://')[0]}'; drop "
+            "the '+driver' part to use the installed one") from None
+    except ImportError as exc:
+        dialect = url.split("://")[0].split("+")[0]
+        extra = EXTRAS.get(dialect)
+        how = f"pip install \"dmisearch[{extra}]\"" if extra else "install it"
+        raise DmisearchError(
+            f"storage {mask(url)} needs the database driver its URL names, which is not "
+            f"installed ({exc}): {how} and drop the '+driver' part of the URL, or install "
+            "that driver") from None
+    except Exception as exc:  # sqlalchemy.exc.OperationalError and kin
+        raise DmisearchError(
+            f"cannot open storage {mask(url)}: the database server does not answer or "
+            f"refuses the connection ({mask(_first_line(exc))}). Is it running, and are the "
+            "host, port, database and user in the URL right?") from None
+
+
+def _redis(url: str) -> BaseStorage:
+    try:
+        import redis
+    except ImportError:
+        raise DmisearchError("a redis:// storage needs the redis client: pip install "
+                             "\"dmisearch[redis]\"") from None
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=10).ping()
+    except Exception as exc:  # redis.exceptions.ConnectionError and kin
+        raise DmisearchError(
+            f"cannot open storage {mask(url)}: the Redis server does not answer "
+            f"({mask(_first_line(exc))}). Is it running, and is the URL right?") from None
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.1
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return JournalStorage(JournalRedisBackend(url))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def remember_secrets(url: str) -> None:
+    """Note the password of a storage URL (in its user part or a ``password=`` query), so
+    that ``mask`` hides it wherever it appears, quoted or not."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return
+    authority = rest.rsplit("@", 1)[0] if "@" in rest else ""
+    found = [authority.split(":", 1)[1]] if ":" in authority else []
+    found += [m.group(2) for m in _PASSWORD_QUERY.finditer(rest)]
+    for secret in found:  # short ones only inside URLs: masking every "ab" garbles text
+        forms = {secret, unquote(secret)}
+        forms |= {repr(f)[1:-1] for f in forms}  # as a quoted repr shows it
+        _SECRETS.update(x for x in forms if len(x) >= MIN_SECRET)
+
+
+_PASSWORD_QUERY = re.compile(r"([?&](?:password|passwd|pwd)=)([^&#\s]*)", re.I)
+
+
 def mask(text: str) -> str:
-    """``text`` with any password in a URL replaced by ``***`` (safe to print or log)."""
+    """``text`` with every password of a URL (user part or ``password=`` query) and of
+    every storage this process opened replaced by ``***`` (safe to print or log)."""
 
     def one(m: re.Match[str]) -> str:
-        parts = urlsplit(m.group(0))
-        if parts.password is None:
-            return m.group(0)
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        scheme, sep, rest = m.group(0).partition("://")
+        if "@" in rest:
+            authority, at, tail = rest.rpartition("@")
+            if ":" in authority:
+                rest = f"{authority.split(':', 1)[0]}:***{at}{tail}"
+        return scheme + sep + _PASSWORD_QUERY.sub(r"\1***", rest)
 
-    return re.sub(r"[a-zA-Z][\w+.-]*://[^\s'\"]+", one, text)
+    text = re.sub(r"[a-zA-Z][\w+.-]*://[^\s'\"]+", one, text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def describe(url: str | None) -> str:
     """Where a study is stored, for people: absolute journal paths, masked URLs."""
     url = url or default_storage()
-    path = _journal_path(url)
+    path = journal_path(url)
     if path is not None:
         return f"journal file {Path(path).expanduser().resolve()}"
     if url == "memory":

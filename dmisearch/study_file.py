@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import sys
 import warnings
 from collections.abc import Mapping
@@ -50,7 +51,7 @@ from dmisearch.samplers import (
 )
 from dmisearch.space import Dim, Fixed, coerce, corners, distribution_values, parse_override
 from dmisearch.space import describe as describe_dim
-from dmisearch.storage import study_storage
+from dmisearch.storage import JOURNAL_LOCK_BREAK, journal_path, study_storage
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -336,9 +337,20 @@ def build_spec(
         for problem in exc.problems:
             pb.add("", problem)
     name = _typed(st, "name", str, "study", pb, default_name)
+    if not name.strip():
+        pb.add("study.name", "is empty: name the study (the file name is the default), or "
+                             "remove the key")
     if storage is None:  # the file's storage is read from the file's folder
-        written = _typed(st, "storage", str, "study", pb, None)
+        written = st.get("storage")
+        if written is not None and not isinstance(written, str):  # not shown: secrets
+            pb.add("study.storage", f"must be a storage URL or path (a string), got a "
+                                    f"{type(written).__name__}")
+            written = None
         storage = study_storage(written, source if Path(source).is_file() else None)
+    if not storage.strip():
+        pb.add("storage", "is empty (an unset environment variable, as in --storage "
+                          "\"$DB_URL\"?): give a storage URL, or leave it out for the journal "
+                          "beside the study file")
     device = _check_device(device if device is not None else
                            _typed(st, "device", str, "study", pb, "auto"), pb)
     dtype = _typed(st, "dtype", str, "study", pb, "float32")
@@ -351,12 +363,7 @@ def build_spec(
     cuda_graphs = _typed(st, "cuda_graphs", bool, "study", pb, True)
     heartbeat = _typed(st, "heartbeat_interval", (int, float), "study", pb, HEARTBEAT_INTERVAL)
     grace = _typed(st, "grace_period", (int, float), "study", pb, GRACE_PERIOD)
-    if not heartbeat > 0:
-        pb.add("study.heartbeat_interval", f"must be > 0 seconds, got {heartbeat}")
-    elif not grace >= 3 * heartbeat:
-        pb.add("study.grace_period", f"must be at least 3 heartbeat intervals "
-                                     f"({3 * heartbeat:g} s), got {grace}: a live worker "
-                                     "would be taken for dead")
+    _check_liveness(heartbeat, grace, storage, pb)
 
     data, data_entries, info = _build_data(sec["data"], registry, pb)
     grid = _build_grid(sec["curve"], info, pb)
@@ -421,6 +428,29 @@ def build_spec(
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _check_liveness(heartbeat: float, grace: float, storage: str, pb: _Problems) -> None:
+    """Heartbeats and the grace period after which a silent trial counts as lost: finite,
+    and long enough that a live worker is never taken for dead, even while it waits for
+    a journal file's lock that a killed process left behind (broken after
+    ``JOURNAL_LOCK_BREAK`` seconds)."""
+    if not (heartbeat > 0 and math.isfinite(heartbeat)):
+        pb.add("study.heartbeat_interval", f"must be a finite number of seconds > 0, got "
+                                           f"{heartbeat}")
+        return
+    least = 3 * heartbeat
+    why = "3 heartbeat intervals"
+    if journal_path(storage) is not None:
+        least = max(least, JOURNAL_LOCK_BREAK + 2 * heartbeat)
+        why = (f"the journal lock's break time ({JOURNAL_LOCK_BREAK} s, after a process died "
+               "holding it) plus 2 heartbeat intervals")
+    if not math.isfinite(grace):
+        pb.add("study.grace_period", f"must be a finite number of seconds, got {grace}: "
+                                     "trials of a worker that died would never be retried")
+    elif not grace >= least:
+        pb.add("study.grace_period", f"must be at least {why} ({least:g} s), got {grace:g}: "
+                                     "a live worker would be taken for dead")
 
 
 def _build_confirm(table: Mapping[str, Any], grid: Grid | None, pb: _Problems

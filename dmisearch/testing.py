@@ -34,7 +34,10 @@ Every ``test_*`` method of the contract then runs against it. What each contract
     kernels it provides are symmetric, positive semi-definite and consistent by blocks.
 ``AlgorithmContract``
     ``fit_predict`` returns one finite prediction of the right shape per job, the same on a
-    second call, and the same for a job whether it runs alone or with others.
+    second call, and the same for a job whether it runs alone or with others; for a
+    ``MinibatchAlgorithm``, the fused engine trains it exactly like the loop with its
+    ``make_optimizer``, jobs with other values of its ``per_job`` hyperparameters in the
+    same program (float64, relative ``fused_tolerance``).
 
 Fixtures you may override besides ``component``: ``input_shape`` and ``out_dim``
 (architectures, transforms), ``model`` and ``task`` (algorithms), ``study_doc`` (the
@@ -495,6 +498,9 @@ class AlgorithmContract(ComponentContract):
     """Contract of an ``Algorithm``."""
 
     kind = "algorithm"
+    #: Relative tolerance of fused training against the loop, float64 (a
+    #: ``MinibatchAlgorithm``'s): as ``ArchitectureContract.fused_tolerance``.
+    fused_tolerance: ClassVar[float] = 1e-10
 
     @pytest.fixture
     def model(self) -> Architecture:
@@ -555,6 +561,54 @@ class AlgorithmContract(ComponentContract):
             assert _rel(a.test, b.test) < 1e-12, "two identical calls predicted differently"
         assert _rel(together[1].test, alone[0].test) < 1e-10, (
             "a job's predictions changed when other jobs ran beside it")
+
+    def test_fused_training_equals_the_loop(self, component: Algorithm, model: Architecture,
+                                            task: str) -> None:
+        from dmisearch import engine
+        from dmisearch.training import MinibatchAlgorithm, train_one
+
+        if not isinstance(component, MinibatchAlgorithm):
+            pytest.skip(f"'{component.name}' is no MinibatchAlgorithm: the engine never "
+                        "trains it")
+        shape, out_dim = (1, 8), (1 if task == "regression" else 3)
+        ctx = _ctx(task, out_dim, shape)
+        other = _per_job_variant(component)
+        members = []  # the variant beside the component's first job: one fused program
+        for algo, seed, n in ((component, 0, 8), (component, 1, 12), (other, 2, 8)):
+            x, y, xt = _problem(task, shape, out_dim, n, 5, 100 + seed)
+            members.append(engine.Member(model, algo, Job(x, y, xt, seed)))
+        fused = engine.train(members, ctx)
+        for m, f in zip(members, fused, strict=True):
+            ref = train_one(m.algo, m.model, m.job, ctx)
+            for what, a, b in (("losses", f.losses, ref.losses), ("test", f.test, ref.test)):
+                gap = _rel(a, b)
+                assert gap < self.fused_tolerance, (
+                    f"{component.name} ({_changed(component, m.algo)}), job of size "
+                    f"{m.job.size}: fused {what} differ from make_optimizer's loop by "
+                    f"{gap:.2e} (relative): fused_optimizer must update each job as "
+                    "make_optimizer would, with that job's own per_job hyperparameters")
+
+
+def _per_job_variant(algo: Algorithm) -> Algorithm:
+    """``algo`` with each nonzero float ``per_job`` hyperparameter halved, where ``check()``
+    accepts it: a job of another trial that the engine fuses with ``algo``'s jobs."""
+    params = algo.get_params()
+    for name in sorted(getattr(algo, "per_job", ())):
+        value = params.get(name)
+        if not isinstance(value, float) or value == 0:
+            continue
+        try:
+            type(algo)(**{**params, name: value / 2}).check()
+        except ValueError:
+            continue
+        params[name] = value / 2
+    return type(algo)(**params)
+
+
+def _changed(base: Algorithm, algo: Algorithm) -> str:
+    """The hyperparameters of ``algo`` that differ from ``base``'s, as text."""
+    a, b = base.get_params(), algo.get_params()
+    return ", ".join(f"{k}={v!r}" for k, v in b.items() if a.get(k) != v) or "as given"
 
 
 # --------------------------------------------------------------------------------------------

@@ -123,11 +123,15 @@ class MinibatchAlgorithm(Algorithm):
         """An optimiser over stacked parameters ``(K, ...)``, one job per leading index.
 
         ``algos[k]`` is job k's algorithm; they differ only in ``per_job`` hyperparameters.
-        Returns an object with ``zero_grad()`` and ``step()`` (a ``torch.optim.Optimizer``
-        or a ``dmisearch.optim.FusedOptimizer``) that updates each job exactly as
+        ``steps`` is the number of steps every job of the program takes. Returns an object
+        with ``zero_grad()`` and ``step()`` (a ``torch.optim.Optimizer`` or a
+        ``dmisearch.optim.FusedOptimizer``) that updates each job exactly as
         ``make_optimizer`` would on its own. The default applies ``make_optimizer`` to the
         stack, which is exact for element-wise optimisers (SGD, Adam, RMSprop, ...) since
-        ``per_job`` is empty; override it for per-job hyperparameters.
+        ``per_job`` is empty; override it for per-job hyperparameters. An override is the
+        fused equivalent of the ``make_optimizer`` its class sees: a subclass that
+        overrides ``make_optimizer`` again must override this too, or its jobs train one
+        model at a time (:func:`unfused_reason`).
         """
         return algos[0].make_optimizer(params)
 
@@ -175,6 +179,31 @@ class MinibatchAlgorithm(Algorithm):
                    for r in runs for j in r.jobs]
         preds = iter(engine.train(members, ctx))
         return [[next(preds) for _ in r.jobs] for r in runs]
+
+
+def _definer(cls: type, name: str) -> type:
+    """The class of ``cls``'s method resolution order whose body defines ``name``."""
+    return next(c for c in cls.__mro__ if name in vars(c))
+
+
+def unfused_reason(cls: type[MinibatchAlgorithm]) -> str | None:
+    """Why the fused engine must not train ``cls`` (None: it may).
+
+    The fused optimiser a class declares (its ``fused_optimizer``) stands for one
+    ``make_optimizer``: the one its class sees. A subclass overriding ``make_optimizer``
+    without declaring its own fused equivalent would be trained by its parent's, and its
+    own ``make_optimizer`` never called. The default ``fused_optimizer`` calls
+    ``make_optimizer`` itself, so it suits every class.
+    """
+    maker = _definer(cls, "make_optimizer")
+    fused = _definer(cls, "fused_optimizer")
+    if fused is MinibatchAlgorithm or issubclass(fused, maker):
+        return None
+    return (f"algorithm '{cls.name}' ({cls.__module__}.{cls.__qualname__}) overrides "
+            f"make_optimizer but inherits fused_optimizer from {fused.__qualname__}, which "
+            f"stands for {fused.__qualname__}'s optimiser, not this one: its jobs train one "
+            "model at a time with make_optimizer. To train them fused, override "
+            "fused_optimizer as well (the conformance kit checks that it matches)")
 
 
 def build_module(model: Architecture, seed: int, ctx: RunContext) -> torch.nn.Module:

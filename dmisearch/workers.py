@@ -26,7 +26,7 @@ import optuna
 
 from dmisearch.coordination import claim_sessions
 from dmisearch.errors import DmisearchError
-from dmisearch.runner import finished_count, open_study
+from dmisearch.runner import finished_count, open_study, study_complete
 from dmisearch.study_file import StudySpec
 
 SHUTDOWN_WAIT = 60.0  # seconds workers get to record their interrupted trials
@@ -58,7 +58,8 @@ def run_workers(spec: StudySpec, args: argparse.Namespace, *, progress: bool,
     study = open_study(spec)  # created (and its identity recorded) before the workers race
     n = args.workers
     first = claim_sessions(study, spec.storage, n)
-    threads = max(1, (os.cpu_count() or 1) // n)
+    # each worker gets its share of the cores, unless --threads / DMISEARCH_THREADS set it
+    threads = int(os.environ.get("DMISEARCH_THREADS") or max(1, (os.cpu_count() or 1) // n))
     env = dict(os.environ, DMISEARCH_THREADS=str(threads), PYTHONUNBUFFERED="1")
     procs = [subprocess.Popen(worker_command(args, i, first + i), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(n)]
@@ -90,10 +91,13 @@ def run_workers(spec: StudySpec, args: argparse.Namespace, *, progress: bool,
             r.join(timeout=5)
     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
     if failed:
-        raise DmisearchError(
-            "workers " + ", ".join(f"{i} (exit code {rc})" for i, rc in failed) + " stopped "
-            "with an error; their output is above. Trials they finished are stored; the same "
-            "command resumes.")
+        which = ", ".join(f"{i} (exit code {rc})" for i, rc in failed)
+        if not study_complete(study, spec):
+            raise DmisearchError(
+                f"workers {which} stopped with an error; their output is above. Trials they "
+                "finished are stored; the same command resumes.")
+        emit(f"warning: workers {which} stopped along the way (their output is above); the "
+             "others completed the study")
     return study
 
 

@@ -39,6 +39,22 @@ def configs(trials) -> list:
     return [tuple(sorted(t.params.items())) for t in trials]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocesses_use_one_thread():
+    """Every process a test starts (`dmisearch run`, workers, pip) computes on one thread,
+    as the tests themselves do: on a busy 2-core machine more threads only spin."""
+    import os
+
+    old = {k: os.environ.get(k) for k in ("DMISEARCH_THREADS", "OMP_NUM_THREADS")}
+    os.environ.update(DMISEARCH_THREADS="1", OMP_NUM_THREADS="1")
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: intra-op threads only add overhead, and spin badly on a busy machine."""

@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 
+import optuna
 import pytest
 from conftest import dump_toml
 
 from dmisearch.analysis import Results
 from dmisearch.cli import main
+from dmisearch.storage import open_storage
 
 BUILTIN_NAMES = {"fcn", "lcn", "cnn_vec", "cnn_gap", "sgd", "adam", "teacher", "digits",
                  "rotate", "permute", "shift"}
@@ -174,3 +176,40 @@ def test_plugins_shows_why_a_pairing_is_excluded(test_registry):
     assert "needs ['nngp']" in why and "provides ['module']" in why
     assert ("plain_mlp_test", "sgd") not in excluded
     assert ("fcn", "ntk") not in excluded and ("fcn", "kernel_test") in excluded
+
+
+def test_a_closed_pipe_is_a_normal_end():
+    """`dmisearch plugins --json | head`: the reader leaves before the output is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "dmisearch", "plugins", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # gone before dmisearch writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Error" not in err and "error" not in err, err
+
+
+def test_numbers_are_refused_with_their_real_bound(capsys):
+    for args, words in ((["run", "x.toml", "--n-trials", "-1"], "must be >= 1, got -1"),
+                        (["worker", "x.toml", "--wait", "inf"], "finite number >= 0"),
+                        (["run", "x.toml", "--threads", "0"], "must be >= 1, got 0")):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2 and words in capsys.readouterr().err, args
+
+
+def test_report_on_a_study_file_whose_storage_is_not_a_string(tmp_path, tiny_doc):
+    tiny_doc["study"]["storage"] = ["postgresql://u:hunter2@h/db"]
+    study = tmp_path / "tiny.toml"
+    study.write_text(dump_toml(tiny_doc))
+    res = cli("report", str(study), "--out", str(tmp_path / "r"))
+    assert res.returncode == 1 and "study.storage: must be a storage URL" in res.stderr
+    assert "internal error" not in res.stderr and "hunter2" not in res.stderr
+
+
+def test_a_worker_joins_but_never_creates_a_study(tmp_path, tiny_doc):
+    study = tmp_path / "tiny.toml"
+    study.write_text(dump_toml(tiny_doc))
+    res = cli("worker", str(study), "--storage", f"journal:{tmp_path / 'j.log'}", "--wait", "1")
+    assert res.returncode == 1 and "no study 'tiny'" in res.stderr
+    assert "waiting up to 1 s for study 'tiny'" in res.stderr and "--storage URL" in res.stderr
+    assert not optuna.get_all_study_summaries(open_storage(f"journal:{tmp_path / 'j.log'}"))

@@ -26,8 +26,9 @@ SMALL = {
     ("architecture", "lcn"): {"width": 4, "depth": 1, "filter_size": 3},
     ("architecture", "cnn_vec"): {"width": 4, "depth": 1, "filter_size": 3},
     ("architecture", "cnn_gap"): {"width": 4, "depth": 1, "filter_size": 3},
-    ("algorithm", "sgd"): {"steps": 8, "batch_size": 4},
-    ("algorithm", "adam"): {"steps": 8, "batch_size": 4},
+    # momentum and weight decay: the fused-versus-loop check covers every update term
+    ("algorithm", "sgd"): {"steps": 8, "batch_size": 4, "momentum": 0.9, "weight_decay": 1e-3},
+    ("algorithm", "adam"): {"steps": 8, "batch_size": 4, "weight_decay": 1e-3},
     ("algorithm", "gd"): {"steps": 8, "lr": 0.1},
 }
 

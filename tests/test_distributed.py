@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def study_file(tmp_path: Path, **search) -> Path:
     doc = copy.deepcopy(TINY_STUDY)
     doc["study"]["name"] = f"dist-{uuid.uuid4().hex[:8]}"
-    doc["study"].update(heartbeat_interval=0.5, grace_period=3.0)
+    doc["study"].update(heartbeat_interval=0.5, grace_period=6.0)  # journal lock break + 2 beats
     doc["search"].update(search)
     path = tmp_path / "study.toml"
     path.write_text(dump_toml(doc))

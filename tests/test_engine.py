@@ -18,6 +18,7 @@ import warnings
 
 import pytest
 import torch
+from testplugins import NesterovSGD, RaisingSGD
 
 from dmisearch import Architecture, engine, optim
 from dmisearch.components import Job, RunContext
@@ -514,3 +515,80 @@ def test_step_loops_are_timed_for_benchmarks_only_when_asked(monkeypatch):
     train_one(members[0].algo, members[0].model, members[0].job, ctx)
     assert [(m, s) for m, s, _ in training.STEP_TIMES] == [(2, 5), (1, 9), (1, 5)]
     assert all(t > 0 for _, _, t in training.STEP_TIMES)
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])
+def test_a_parameter_without_a_gradient_trains_like_the_loop(algo, optimizer_path):
+    """A parameter forward() never uses gets no gradient (grad None): the fused optimisers
+    skip it as torch.optim does (tests/test_optim.py checks the skipped state)."""
+    from testplugins import UnusedParameter
+
+    ctx, x, y, x_test = problem("classification", (2, 3), torch.float64)
+    members = [engine.Member(UnusedParameter(), algo, Job(x[:n], y[:n], x_test, s))
+               for n in (8, 24) for s in (0, 1)]
+    assert_matches_loop(members, ctx)
+
+
+@dataclasses.dataclass(kw_only=True)
+class FusedNesterovSGD(NesterovSGD):
+    """NesterovSGD with its own fused equivalent declared."""
+
+    name = "fused_nesterov_sgd_test"
+
+    @classmethod
+    def fused_optimizer(cls, params, algos, steps):
+        from dmisearch_builtins.algorithms import _hyper
+
+        return optim.FusedSGD(params, _hyper(algos, cls.per_job), nesterov=True)
+
+
+def test_a_subclass_overriding_make_optimizer_alone_is_not_fused():
+    from dmisearch.components import augmented
+    from dmisearch.training import unfused_reason
+    from dmisearch_builtins import transforms
+
+    why = unfused_reason(NesterovSGD)
+    assert "'nesterov_sgd_test'" in why and "inherits fused_optimizer from SGD" in why
+    assert "override fused_optimizer as well" in why
+    assert unfused_reason(RaisingSGD) is not None
+    for cls in (SGD, Adam, GD, FusedNesterovSGD, RMSprop, augmented(SGD, transforms.Shift())):
+        assert unfused_reason(cls) is None, cls  # declared, inherited whole, or the default
+
+
+def test_a_make_optimizer_the_fused_path_would_skip_is_called(monkeypatch):
+    monkeypatch.setattr(engine, "_UNFUSED_WARNED", set())
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    members = [engine.Member(FAMILIES["fcn"](width=8), RaisingSGD(steps=4, batch_size=8),
+                             Job(x, y, x_test, s)) for s in (0, 1)]
+    with pytest.warns(RuntimeWarning, match="raising_sgd_test"), pytest.raises(
+            RuntimeError, match="RaisingSGD.make_optimizer was called"):
+        engine.train(members, ctx)
+
+
+def test_an_unfused_subclass_trains_like_the_loop_and_says_why_once(monkeypatch):
+    monkeypatch.setattr(engine, "_UNFUSED_WARNED", set())
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    members = [engine.Member(FAMILIES["fcn"](width=8), NesterovSGD(steps=10, batch_size=8),
+                             Job(x[:n], y[:n], x_test, s)) for n in (8, 24) for s in (0, 1)]
+    with pytest.warns(RuntimeWarning) as caught:
+        fused = assert_matches_loop(members, ctx)
+        engine.train(members, ctx)  # the same class again: no second warning
+    assert len(caught) == 1 and "nesterov_sgd_test" in str(caught[0].message)
+    plain = engine.train([engine.Member(m.model, SGD(steps=10, batch_size=8, momentum=0.9),
+                                        m.job) for m in members], ctx)
+    assert rel(fused[0].test, plain[0].test) > 1e-6  # Nesterov's steps, not SGD's
+
+
+def test_a_subclass_declaring_its_fused_equivalent_is_fused(monkeypatch):
+    ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
+    chunks: list[int] = []
+    real = engine._train_chunk
+    monkeypatch.setattr(engine, "_train_chunk",
+                        lambda c, ctx: chunks.append(len(c)) or real(c, ctx))
+    members = [engine.Member(FAMILIES["fcn"](width=8),
+                             FusedNesterovSGD(steps=10, batch_size=8, lr=lr),
+                             Job(x, y, x_test, 0)) for lr in (0.01, 0.05)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_matches_loop(members, ctx)
+    assert chunks == [2]

@@ -135,7 +135,8 @@ def test_gradients_in_another_layout_take_the_foreach_path_for_that_step():
             # odd steps: the matrix's gradient transposed in memory, same values
             p.grad = g.transpose(1, 2).contiguous().transpose(1, 2) if t % 2 and g.ndim == 3 \
                 else g
-        assert opt._fusable(opt._grads()) == (t % 2 == 0)
+        live = tuple(range(len(stacks)))
+        assert opt._fusable(live, [p.grad for p in stacks]) == (t % 2 == 0)
         opt.step()
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12
@@ -205,3 +206,80 @@ def test_whole_vector_slices_go_to_the_kernel_as_runs_with_each_jobs_own_bits(cl
     for j in range(K):
         for p, a in zip(stacks, alone[j], strict=True):
             assert torch.equal(p[j:j + 1], a)
+
+
+#: Steps at which each stack of :func:`_sparse_stacks` gets no gradient: the first always
+#: has one, the second not before step 2 nor at step 4, the third never.
+NO_GRAD = [set(), {0, 1, 4}, set(range(100))]
+
+
+def _sparse_stacks(layout: str) -> list[torch.Tensor]:
+    """A matrix (30 elements a job), a whole-vector stack (64, so runs of jobs go to the
+    kernel as one slice) and a vector, each in ``layout``."""
+    g = torch.Generator().manual_seed(2)
+    out = [*_stacks(layout)[:1], torch.randn(K, 8, 8, generator=g, dtype=torch.float64),
+           torch.randn(K, 5, generator=g, dtype=torch.float64)]
+    if layout == "transposed":
+        out[1] = out[1].transpose(1, 2).contiguous().transpose(1, 2)
+    return out
+
+
+def _sparse_grads(step: int, like: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    return [None if step in NO_GRAD[i] else g for i, g in enumerate(_grads(step, like))]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "foreach"])
+@pytest.mark.parametrize("cls", [FusedSGD, FusedAdam])
+def test_parameters_without_a_gradient_are_skipped_as_torch_optim_skips_them(cls, fused,
+                                                                            layout):
+    """torch.optim neither updates nor decays a parameter whose grad is None, and starts
+    its state (momentum buffer, Adam's step count) at its first gradient: a parameter that
+    misses steps gets other bias corrections than one that does not."""
+    if cls is FusedSGD:
+        hyper = _hyper(SGD_HYPER, shared=False)
+        make = lambda j, ps: torch.optim.SGD(  # noqa: E731
+            ps, lr=float(hyper["lr"][j]), momentum=float(hyper["momentum"][j]),
+            weight_decay=float(hyper["weight_decay"][j]))
+        opt = cls(_sparse_stacks(layout), hyper, fused=fused)
+    else:
+        hyper = _hyper(ADAM_HYPER, shared=False)
+        make = lambda j, ps: torch.optim.Adam(  # noqa: E731
+            ps, lr=float(hyper["lr"][j]), betas=(float(hyper["beta1"][j]),
+                                                 float(hyper["beta2"][j])),
+            eps=float(hyper["eps"][j]), weight_decay=float(hyper["weight_decay"][j]))
+        opt = cls(_sparse_stacks(layout), hyper, steps=8, fused=fused)
+    stacks, start = opt.params, [p.clone() for p in opt.params]
+    ref = []
+    for j in range(K):  # torch.optim on each job's slices, skipping the same gradients
+        ps = [p[j].clone().requires_grad_() for p in start]
+        one = make(j, ps)
+        for t in range(8):
+            for p, g in zip(ps, _sparse_grads(t, start), strict=True):
+                p.grad = None if g is None else g[j].clone()
+            one.step()
+        ref.append(ps)
+    for t in range(8):
+        for p, g in zip(stacks, _sparse_grads(t, stacks), strict=True):
+            p.grad = g
+        opt.step()
+        assert opt.kernel_path == fused
+        opt.zero_grad()
+    for i, p in enumerate(stacks):
+        assert _rel(p, torch.stack([r[i].detach() for r in ref])) < 1e-12, i
+    assert torch.equal(stacks[2], start[2])  # never a gradient: never touched
+    if cls is FusedSGD:
+        assert opt.bufs[2] is None and opt.bufs[1] is not None
+    else:
+        assert opt.t == [8, 5, 0] and opt.state_steps.tolist() == [8.0, 5.0, 0.0]
+        assert not opt.exp_avg[2].any() and not opt.exp_avg_sq[2].any()
+
+
+@pytest.mark.parametrize("cls", [FusedSGD, FusedAdam])
+def test_a_step_without_any_gradient_changes_nothing(cls):
+    table = SGD_HYPER if cls is FusedSGD else ADAM_HYPER
+    extra = {"steps": 2} if cls is FusedAdam else {}
+    opt = cls(_stacks("contiguous"), _hyper(table, shared=False), **extra)
+    before = [p.clone() for p in opt.params]
+    opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(opt.params, before, strict=True))

@@ -10,8 +10,16 @@ import textwrap
 import pytest
 import torch
 from conftest import dump_toml
+from testplugins import NesterovSGD
 
-from dmisearch import Algorithm, DataGenerator, DataInfo, Predictions, Split
+from dmisearch import (
+    Algorithm,
+    DataGenerator,
+    DataInfo,
+    MinibatchAlgorithm,
+    Predictions,
+    Split,
+)
 from dmisearch.cli import main
 from dmisearch.plugins import load_registry, registered
 from dmisearch.space import Float
@@ -155,6 +163,31 @@ def test_kit_catches_jobs_that_depend_on_each_other():
         kit.test_is_deterministic_and_jobs_are_independent(Interfering(), FCN(), "regression")
 
 
+@dataclasses.dataclass(kw_only=True)
+class SharedLR(MinibatchAlgorithm):
+    """Declares lr per job but keeps the default fused_optimizer: one lr for the stack."""
+
+    name = "shared_lr"
+    per_job = frozenset({"lr"})
+
+    def make_optimizer(self, params):
+        return torch.optim.SGD(params, lr=self.lr)
+
+
+def test_kit_catches_a_fused_optimiser_that_is_not_make_optimizer(monkeypatch):
+    from dmisearch import engine
+
+    kit = AlgorithmContract()
+    with pytest.raises(AssertionError, match=r"shared_lr \(lr=0.005\), job of size 8: "
+                                             r"fused losses differ"):
+        kit.test_fused_training_equals_the_loop(SharedLR(steps=6, batch_size=4), FCN(width=8),
+                                                "regression")
+    monkeypatch.setattr(engine, "_UNFUSED_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="nesterov_sgd_test"):  # the loop: it passes
+        kit.test_fused_training_equals_the_loop(NesterovSGD(steps=6, batch_size=4),
+                                                FCN(width=8), "regression")
+
+
 def test_kit_smoke_study_runs_an_unregistered_algorithm():
     from dmisearch.testing import _study_doc
 
@@ -162,6 +195,31 @@ def test_kit_smoke_study_runs_an_unregistered_algorithm():
     kit.test_one_trial_study_completes_on_the_cpu(
         MeanOfOwn(), _study_doc(MeanOfOwn(), data=None, model=FCN(width=8, depth=1),
                                 algorithm=None), [MeanOfOwn, FCN])
+
+
+def test_trials_of_an_sgd_subclass_run_its_own_make_optimizer(tiny_doc, monkeypatch):
+    """Fused, sgd's optimiser would train the subclass and its trials would complete."""
+    import optuna
+    from testplugins import RaisingSGD
+
+    from dmisearch import engine
+    from dmisearch.errors import DmisearchError
+    from dmisearch.runner import run_study
+    from dmisearch.study_file import build_spec
+
+    monkeypatch.setattr(engine, "_UNFUSED_WARNED", set())
+    tiny_doc["search"].update(models=["fcn"], algorithms=["raising_sgd_test"], n_trials=2)
+    tiny_doc["search"]["space"] = {"model": {"fcn": {"width": 8, "depth": 1}},
+                                   "algorithm": {"raising_sgd_test": {"steps": 5}}}
+    with registered(make_plugin(RaisingSGD)):
+        spec = build_spec(tiny_doc, load_registry(), storage="memory")
+    told: list[optuna.trial.FrozenTrial] = []
+    with pytest.warns(RuntimeWarning, match="raising_sgd_test"), pytest.raises(
+            DmisearchError, match="RaisingSGD.make_optimizer was called"):
+        run_study(spec, on_trial=told.append)  # every trial fails: the run stops
+    assert told and {t.state for t in told} == {optuna.trial.TrialState.FAIL}
+    assert {t.user_attrs["error"] for t in told} == {
+        "RuntimeError: RaisingSGD.make_optimizer was called"}
 
 
 # ---------------------------------------------------------------- registration -------------

@@ -224,3 +224,29 @@ def test_malformed_classes_are_rejected_with_the_reason(cls, expected):
     reg = load_registry(entry_points=False, plugins=[Plugin(cls)])
     assert reg.names("architecture") == []
     assert any(expected in p for p in reg.problems)
+
+
+def test_a_refused_name_says_it_was_refused_and_why():
+    """Not "unknown ... install the plugin": the plugin is installed, its class refused."""
+    reg = load_registry(plugins=[Plugin(Positional, name="widths")])
+    assert [r.name for p in reg.plugins for r in p.refusals] == ["positional"]
+    with pytest.raises(UnknownComponentError) as info:
+        reg.entry("architecture", "positional")
+    msg = str(info.value)
+    assert msg.startswith("architecture 'positional' was refused when plugin 'widths' "
+                          "loaded: ")
+    assert "hyperparameter 'width' needs a default value; fix that class (passed in " in msg
+    assert "unknown" not in msg and "Install" not in msg
+    with pytest.raises(UnknownComponentError, match="unknown algorithm 'positional'"):
+        reg.entry("algorithm", "positional")  # refused as an architecture only
+
+
+def test_a_study_naming_a_refused_class_says_why(tiny_doc):
+    from dmisearch.errors import StudyFileError
+    from dmisearch.study_file import build_spec
+
+    tiny_doc["search"]["models"] = ["positional"]
+    reg = load_registry(plugins=[Plugin(Positional, name="widths")])
+    with pytest.raises(StudyFileError, match=r"search.models\[0\]: architecture 'positional' "
+                                             r"was refused when plugin 'widths' loaded"):
+        build_spec(tiny_doc, reg, storage="memory")

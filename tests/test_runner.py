@@ -519,3 +519,34 @@ def test_a_changed_space_counts_only_the_configurations_it_still_holds(tiny_doc,
     doc["search"]["sampler"] = "brute_force"
     with pytest.raises(DmisearchError, match=r"holds trial \d+ .* its own study"):
         run_study(build_spec(doc, registry, storage=journal))
+
+
+def test_a_worker_whose_trial_was_reaped_drops_its_result_and_goes_on(tiny_doc, registry,
+                                                                       journal, monkeypatch):
+    """Another worker's reaper fails a trial of this one while it trains (it was silent past
+    the grace period): this worker writes nothing more to it, and the study goes on."""
+    from dmisearch.coordination import reap_lost_trials
+    from dmisearch.objective import TrialObjective
+
+    real = TrialObjective._run_stage
+    reaped = []
+
+    def reaped_meanwhile(self, plans, sizes):
+        if not reaped:  # the first trial: silent "too long", as a SIGSTOP would leave it
+            t = plans[0].trial
+            reaped.append(t.number)
+            reap_lost_trials(t.study, grace=-1.0)
+        return real(self, plans, sizes)
+
+    monkeypatch.setattr(TrialObjective, "_run_stage", reaped_meanwhile)
+    spec = build_spec(tiny_doc, registry, storage=journal)
+    lines = []
+    study = run_study(spec, on_trial=lines.append)
+    first = study.trials[reaped[0]]
+    assert first.state == TrialState.FAIL and first.user_attrs["error"].startswith(
+        "worker lost") and "curve" not in first.user_attrs  # nothing written after the reap
+    assert [t.state for t in trained(study)].count(TrialState.COMPLETE) == 3
+    assert any(t.user_attrs.get("retry_of") == reaped[0] for t in study.trials)
+    from dmisearch.cli import _trial_line
+
+    assert "its result is dropped" in _trial_line(spec, lines[0])

@@ -15,20 +15,21 @@ from optuna.trial import TrialState
 
 from dmisearch.errors import DmisearchError
 from dmisearch.runner import run_study
-from dmisearch.storage import describe, mask, open_storage
+from dmisearch.storage import describe, mask, open_storage, with_driver
 from dmisearch.study_file import build_spec
 
-POSTGRES = os.environ.get("DMISEARCH_TEST_POSTGRES",
-                          "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+# The URLs as the README and docs/distributed.md write them: no "+driver", so the drivers
+# of the extras (dmisearch[postgresql], [mysql]) are the ones used.
+POSTGRES = os.environ.get("DMISEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("DMISEARCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
-MYSQL = os.environ.get("DMISEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+MYSQL = os.environ.get("DMISEARCH_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
 
 
 def _reachable_rdb(url: str) -> str | None:
     try:
         import sqlalchemy as sa
 
-        with sa.create_engine(url).connect() as conn:
+        with sa.create_engine(with_driver(url)).connect() as conn:
             conn.execute(sa.text("select 1"))
         return None
     except Exception as exc:
@@ -65,6 +66,62 @@ def test_mask_hides_passwords_only():
     assert mask("see redis://:pw@h:1/0 and sqlite:///a.db") == (
         "see redis://:***@h:1/0 and sqlite:///a.db")
     assert mask("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask("postgresql://u@h/db?sslmode=require&password=s3cr3t&x=1") == (
+        "postgresql://u@h/db?sslmode=require&password=***&x=1")
+
+
+def test_a_password_with_quotes_or_spaces_is_masked_once_its_storage_was_opened(tmp_path):
+    url = "postgresql://bob:it's a \"secret\"@127.0.0.1:1/nodb"
+    with pytest.raises(DmisearchError) as info:
+        open_storage(url)
+    text = str(info.value)
+    assert "secret" not in text and "it's a" not in text and "bob:***@127.0.0.1:1" in text
+    assert mask(f"an error quoting {url!r} and the bare it's a \"secret\"") == (
+        "an error quoting 'postgresql://bob:***@127.0.0.1:1/nodb' and the bare ***")
+
+
+def test_urls_without_a_driver_get_the_installed_one_or_the_pip_line(monkeypatch):
+    from dmisearch import storage
+
+    assert with_driver("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert with_driver("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert with_driver("mysql://root@h/test") == "mysql+pymysql://root@h/test"
+    assert with_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DmisearchError, match=r'pip install "dmisearch\[postgresql\]"'):
+        open_storage("postgresql://u:pw@h/db")
+    with pytest.raises(DmisearchError, match=r'pip install "dmisearch\[mysql\]"'):
+        open_storage("mysql://root@h/test")
+
+
+def test_a_driver_the_url_names_but_lacks_says_which_install():
+    with pytest.raises(DmisearchError, match=r"driver its URL names.*dmisearch\[postgresql\]"):
+        open_storage("postgresql+pg8000://u@127.0.0.1:1/db")  # a driver not installed
+    with pytest.raises(DmisearchError, match=r"knows no driver 'postgresql\+nosuch'"):
+        open_storage("postgresql+nosuch://u@127.0.0.1:1/db")
+
+
+@pytest.mark.parametrize("url,words", [
+    ("postgresql://postgres@127.0.0.1:1/test", "database server does not answer"),
+    ("redis://127.0.0.1:1/0", "Redis server does not answer"),
+])
+def test_a_server_that_does_not_answer_is_not_a_missing_driver(url, words):
+    with pytest.raises(DmisearchError, match=words) as info:
+        open_storage(url)
+    assert "driver" not in str(info.value) and "Is it running" in str(info.value)
+
+
+def test_an_empty_storage_is_refused_not_replaced_by_the_default(tmp_path, tiny_doc, registry):
+    from dmisearch.errors import StudyFileError
+
+    with pytest.raises(DmisearchError, match="storage is empty"):
+        open_storage("")
+    with pytest.raises(StudyFileError, match="storage: is empty"):
+        build_spec(tiny_doc, registry, storage="  ")
+    tiny_doc["study"]["storage"] = ["postgresql://u:hunter2@h/db"]  # a list: never echoed
+    with pytest.raises(StudyFileError, match="got a list") as info:
+        build_spec(tiny_doc, registry)
+    assert "hunter2" not in str(info.value)
 
 
 def _run_on(url: str, tiny_doc, registry) -> None:

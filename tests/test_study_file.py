@@ -114,6 +114,18 @@ def test_log_spaced_sizes(tiny_doc, registry):
      "search.prune_after", "strictly increasing"),
     (lambda d: d["study"].update(dtype="float16"), "study.dtype", "float32, float64"),
     (lambda d: d["study"].update(device="gpu"), "study.device", "auto, cpu, cuda or cuda:N"),
+    (lambda d: d["study"].update(name=""), "study.name", "is empty"),
+    (lambda d: d["study"].update(heartbeat_interval=float("inf")), "study.heartbeat_interval",
+     "finite number of seconds > 0, got inf"),
+    (lambda d: d["study"].update(grace_period=float("inf")), "study.grace_period",
+     "trials of a worker that died would never be retried"),
+    (lambda d: d["study"].update(heartbeat_interval=5, grace_period=10), "study.grace_period",
+     "(15 s), got 10: a live worker would be taken for dead"),
+    (lambda d: d["study"].update(storage="journal:x.log", heartbeat_interval=1,
+                                 grace_period=4),
+     "study.grace_period", "the journal lock's break time (5 s, after a process died"),
+    (lambda d: d["confirm"].update(top="3") if "confirm" in d else d.update(confirm={"top": "3"}),
+     "confirm.top", "must be a positive number"),
 ])
 def test_each_mistake_is_reported_with_its_key(tiny_doc, registry, mutate, key, text):
     mutate(tiny_doc)

@@ -10,6 +10,7 @@ import torch
 from dmisearch import Algorithm, Architecture, DataGenerator, DataInfo, Predictions, Split, hookimpl
 from dmisearch.seeding import derive_seed
 from dmisearch.space import Float
+from dmisearch_builtins.algorithms import SGD
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -140,8 +141,47 @@ class PlainMLP(Architecture):
                                    torch.nn.Tanh(), torch.nn.Linear(self.hidden, out_dim))
 
 
+class _Forgetful(torch.nn.Module):
+    """An MLP whose ``readout`` layer forward() forgets to use."""
+
+    def __init__(self, d: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, hidden),
+                                        torch.nn.Tanh(), torch.nn.Linear(hidden, out_dim))
+        self.readout = torch.nn.Linear(hidden, out_dim)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@dataclasses.dataclass(kw_only=True)
+class UnusedParameter(PlainMLP):
+    """Has parameters (readout.weight, readout.bias) that get no gradient."""
+
+    name = "unused_param_test"
+
+    def build(self, input_shape, out_dim):
+        import math
+
+        return _Forgetful(math.prod(input_shape), self.hidden, out_dim)
+
+
+@dataclasses.dataclass(kw_only=True)
+class WrongShape(PlainMLP):
+    """Returns ``hidden`` outputs per sample instead of ``out_dim``."""
+
+    name = "wrong_shape_test"
+
+    def build(self, input_shape, out_dim):
+        return super().build(input_shape, self.hidden)
+
+
+ARCHITECTURES = (PlainMLP, UnusedParameter, WrongShape)
+
+
 def _register_architectures(self, register):
-    register(PlainMLP)
+    for cls in ARCHITECTURES:
+        register(cls)
 
 
 TestPlugin.register_architectures = hookimpl(_register_architectures)
@@ -177,3 +217,29 @@ class Slow(MeanPredictor):
 
 
 ALGORITHMS = (*ALGORITHMS, OutOfMemory, Slow)
+
+
+# Subclasses of the built-in sgd that replace its optimiser (used unregistered, or with
+# dmisearch.testing.make_plugin).
+
+
+@dataclasses.dataclass(kw_only=True)
+class RaisingSGD(SGD):
+    """A make_optimizer that refuses: trained by SGD's fused optimiser, it never ran."""
+
+    name = "raising_sgd_test"
+
+    def make_optimizer(self, params):
+        raise RuntimeError("RaisingSGD.make_optimizer was called")
+
+
+@dataclasses.dataclass(kw_only=True)
+class NesterovSGD(SGD):
+    """Always Nesterov momentum: not the optimiser SGD's fused one stands for."""
+
+    name = "nesterov_sgd_test"
+    momentum: float = 0.9
+
+    def make_optimizer(self, params):
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=True,
+                               weight_decay=self.weight_decay)
