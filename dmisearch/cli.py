@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--seed", type=_nonneg_int, metavar="N", help="seed of the sampler")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the study file, the plugins and the storage, say what "
+                          "would run, and exit: nothing is trained and no study created")
     run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                      help="worker processes on this machine sharing the study (default 1)")
     run.add_argument("--gpus", metavar="LIST", type=_gpu_list,
@@ -103,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(started at the same time, e.g. in a job array) before "
                              "refusing (default 60; a worker never creates a study)")
     worker.add_argument("--no-progress", action="store_true", help="no progress bar")
+    worker.add_argument("--dry-run", action="store_true",
+                        help="check the study file, the plugins and the storage, say "
+                             "whether the study is there to join, and exit")
     worker.set_defaults(func=cmd_worker)
 
     report = sub.add_parser(
@@ -334,6 +340,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     _describe_spec(spec)
+    if args.dry_run:
+        return _dry_run(spec)
     if args.workers > 1 or args.gpus:
         from dmisearch.workers import run_workers
 
@@ -353,12 +361,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dmisearch.storage import describe
 
     spec = _load(args)
+    if args.dry_run:
+        _describe_spec(spec)
+        return _dry_run(spec)
     emit = _printer(_wants_progress(args))
     _wait_for_study(spec, args.wait, emit)
     study = run_study(spec, on_trial=lambda t: emit(_trial_line(spec, t)),
                       progress=_wants_progress(args), session=args.session, create=False)
     _err(f"done: study '{spec.name}' has {finished_count(study)} finished trials in "
          f"{describe(spec.storage)}")
+    return 0
+
+
+def _dry_run(spec: Any) -> int:
+    """What ``run`` or ``worker`` would find in the storage (which must answer)."""
+    import optuna
+
+    from dmisearch.coordination import count_states
+    from dmisearch.storage import describe, open_storage
+
+    storage = open_storage(spec.storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if spec.name not in names:
+        print(f"dry run: {describe(spec.storage)} answers and holds no study "
+              f"'{spec.name}' yet: `dmisearch run` would create it, a worker would wait "
+              "for it. Nothing was run.")
+        return 0
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    done, running, waiting = count_states(study)
+    print(f"dry run: study '{spec.name}' in {describe(spec.storage)} has {done} finished, "
+          f"{running} running and {waiting} queued search trials. Nothing was run.")
     return 0
 
 

@@ -186,3 +186,53 @@ def test_several_local_processes_share_the_embedded_journal(tmp_path, tiny_doc):
     assert len(set(configs(trained(study)))) == 6
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
     assert all(len(t.user_attrs["curve"]["test_error"]) == 4 for t in trained(study))
+
+
+def test_a_journal_lock_left_by_a_killed_process_is_broken_within_seconds(tmp_path, tiny_doc,
+                                                                           registry):
+    """A process SIGKILLed inside the journal file's lock leaves it behind: the next writer
+    breaks it after JOURNAL_LOCK_BREAK seconds (not Optuna's 30), well inside any grace
+    period a study file may set, so no live trial is taken for lost meanwhile."""
+    import time
+
+    from dmisearch.storage import JOURNAL_LOCK_BREAK
+
+    journal = tmp_path / "j.log"
+    spec = build_spec(tiny_doc, registry, storage=f"journal:{journal}", n_trials=1)
+    run_study(spec)
+    os.symlink(journal, f"{journal}.lock")  # what Optuna's symlink lock holds while writing
+    start = time.monotonic()
+    study = run_study(build_spec(tiny_doc, registry, storage=f"journal:{journal}",
+                                 n_trials=2))
+    took = time.monotonic() - start
+    assert JOURNAL_LOCK_BREAK - 1 < took < 20, took
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert not os.path.lexists(f"{journal}.lock")
+
+
+def test_postgresql_connections_the_server_drops_are_replaced(tiny_doc, registry):
+    """The server terminates every connection of the run mid-study (a restart, a failover,
+    an idle timeout): the run reconnects and completes."""
+    why = _reachable_postgres()
+    if why:
+        pytest.skip(why)
+    import sqlalchemy as sa
+
+    tiny_doc["study"]["name"] = f"test-{uuid.uuid4().hex[:10]}"
+    spec = build_spec(tiny_doc, registry, storage=POSTGRES, n_trials=3)
+    admin = sa.create_engine(with_driver(POSTGRES))
+    dropped = []
+
+    def drop_everyone_else(trial) -> None:
+        with admin.connect() as conn:
+            dropped.append(conn.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar())
+
+    try:
+        study = run_study(spec, on_trial=drop_everyone_else)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+        assert dropped and dropped[0] >= 1  # the run's connections were really cut
+    finally:
+        admin.dispose()
+        optuna.delete_study(study_name=spec.name, storage=open_storage(POSTGRES))
