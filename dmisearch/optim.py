@@ -129,6 +129,7 @@ class FusedOptimizer:
         self._whole = [p[0].numel() % WHOLE_VECTORS == 0 for p in self.params
                        ] if self.fused else []
         self._runs = [_runs(idx) for _, idx in self.groups]
+        self._every = tuple(range(len(self.params)))  # ``live`` when every parameter is
         self._views: dict[tuple[str, int, tuple[int, ...]], list[torch.Tensor]] = {}
         self.kernel_path = False  # whether the last step ran the fused kernels
 
@@ -147,10 +148,13 @@ class FusedOptimizer:
         """The fused kernels where the gradients line up with the parameters and the
         device has them; else the foreach arithmetic. Either way only over the parameters
         that have a gradient (``live``, their indices in ``params``)."""
-        live = tuple(i for i, p in enumerate(self.params) if p.grad is not None)
-        if not live:
-            return
-        grads: list[torch.Tensor] = [self.params[i].grad for i in live]  # type: ignore[misc]
+        grads = [p.grad for p in self.params]
+        live = self._every
+        if any(g is None for g in grads):
+            live = tuple(i for i, g in enumerate(grads) if g is not None)
+            grads = [grads[i] for i in live]
+            if not live:
+                return
         self.kernel_path = self._fusable(live, grads) and self._try_kernel(live, grads)
         if not self.kernel_path:
             self._foreach_step(live, grads)

@@ -57,6 +57,7 @@ from dmisearch.coordination import (
 )
 from dmisearch.errors import DmisearchError, StudyMismatchError, StudyNotFoundError
 from dmisearch.objective import StudyData, TrialObjective, TrialPlan, make_context
+from dmisearch.preflight import check_architectures
 from dmisearch.seeding import derive_seed
 from dmisearch.storage import describe, open_storage, silence_optuna
 from dmisearch.study_file import StudySpec
@@ -216,6 +217,7 @@ def run_study(
     spec = dataclasses.replace(spec, session=session)
     study.sampler = spec.make_sampler()
     ctx = make_context(spec)
+    check_architectures(spec, ctx)  # a model that cannot train fails here, not in trial 0
     objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
     batch = spec.trials_per_batch or (AUTO_BATCH_CUDA if ctx.device.type == "cuda" else 1)
     start = time.monotonic()

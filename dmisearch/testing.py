@@ -608,7 +608,8 @@ def _per_job_variant(algo: Algorithm) -> Algorithm:
 def _changed(base: Algorithm, algo: Algorithm) -> str:
     """The hyperparameters of ``algo`` that differ from ``base``'s, as text."""
     a, b = base.get_params(), algo.get_params()
-    return ", ".join(f"{k}={v!r}" for k, v in b.items() if a.get(k) != v) or "as given"
+    return ", ".join(f"{k}={v!r}" for k, v in b.items() if a.get(k) != v) or (
+        "hyperparameters as given")
 
 
 # --------------------------------------------------------------------------------------------

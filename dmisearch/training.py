@@ -200,10 +200,11 @@ def unfused_reason(cls: type[MinibatchAlgorithm]) -> str | None:
     if fused is MinibatchAlgorithm or issubclass(fused, maker):
         return None
     return (f"algorithm '{cls.name}' ({cls.__module__}.{cls.__qualname__}) overrides "
-            f"make_optimizer but inherits fused_optimizer from {fused.__qualname__}, which "
-            f"stands for {fused.__qualname__}'s optimiser, not this one: its jobs train one "
-            "model at a time with make_optimizer. To train them fused, override "
-            "fused_optimizer as well (the conformance kit checks that it matches)")
+            f"make_optimizer (in {maker.__qualname__}) but inherits fused_optimizer from "
+            f"{fused.__qualname__}, which stands for {fused.__qualname__}'s optimiser and "
+            "never calls this make_optimizer: its jobs train one model at a time with the "
+            "loop. To train them fused, override fused_optimizer as well (the conformance "
+            "kit checks that it matches make_optimizer)")
 
 
 def build_module(model: Architecture, seed: int, ctx: RunContext) -> torch.nn.Module:

@@ -117,7 +117,7 @@ def test_a_killed_worker_trial_is_failed_and_retried_with_its_parameters(tmp_pat
     path = study_file(tmp_path, n_trials=3, models=["fcn"], space={
         "model": {"fcn": {"width": 16, "depth": 1}},
         "algorithm": {"sgd": {"steps": 20000, "batch_size": 8, "lr": 0.01}}})
-    victim = dmisearch("worker", str(path), "--storage", storage)
+    victim = dmisearch("run", str(path), "--storage", storage)  # creates the study
     lost = _wait_for_running(path, storage)
     time.sleep(1.0)  # at least one heartbeat stamped
     victim.send_signal(signal.SIGKILL)
