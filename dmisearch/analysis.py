@@ -59,7 +59,6 @@ LEADERBOARD_COLUMNS = [
     "p_vs_next", "beats_next", "trial", "complete", "pruned", "failed", "first_error",
     "beta", "curve", "params",
 ]
-_curve_matrix = curve_matrix  # the name plots and older callers import
 
 
 # --------------------------------------------------------------------------------------------

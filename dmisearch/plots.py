@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dmisearch import stats  # noqa: E402
-from dmisearch.analysis import Results, Triplet, _curve_matrix  # noqa: E402
+from dmisearch.analysis import Results, Triplet  # noqa: E402
+from dmisearch.evidence import curve_matrix  # noqa: E402
 from dmisearch.metrics import beta  # noqa: E402
 
 STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
@@ -50,7 +51,7 @@ def curves(res: Results, *, data: str | None = None, triplets: Sequence[Triplet]
         for _, trip, t in _best(res, data):
             if triplets is not None and trip not in triplets:
                 continue
-            sizes, _, err = _curve_matrix(t.user_attrs)  # type: ignore[attr-defined]
+            sizes, _, err = curve_matrix(t.user_attrs)  # type: ignore[attr-defined]
             mean = np.nanmean(err, axis=1)
             (line,) = ax.plot(sizes, mean, marker="o", ms=3,
                               color=(colors or {}).get((trip[1], trip[2])),
@@ -121,7 +122,7 @@ def exponents(res: Results) -> Figure:
     below three seeds)."""
     rows = []
     for _, trip, t in _best(res):
-        sizes, _, err = _curve_matrix(t.user_attrs)  # type: ignore[attr-defined]
+        sizes, _, err = curve_matrix(t.user_attrs)  # type: ignore[attr-defined]
         err = err[:, np.all(np.isfinite(err), axis=0)]
         if len(sizes) < 2 or err.shape[1] == 0:
             continue

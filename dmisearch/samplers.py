@@ -79,6 +79,28 @@ def values(dim: Dim | BaseDistribution) -> list[Any] | None:
     return None
 
 
+def count(dim: Dim | BaseDistribution) -> int | None:
+    """How many values a dimension can take (None: infinitely many), without listing them."""
+    if isinstance(dim, IntDistribution):
+        return (dim.high - dim.low) // dim.step + 1
+    vals = values(dim)
+    return None if vals is None else len(vals)
+
+
+def contains(dim: Dim | BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is one of the dimension's values (any value of a continuous one in
+    its range), in constant time for integer ranges."""
+    if isinstance(dim, IntDistribution):
+        return (isinstance(value, int) and dim.low <= value <= dim.high
+                and (value - dim.low) % dim.step == 0)
+    if isinstance(dim, FloatDistribution):
+        if not isinstance(value, (int, float)) or not dim.low <= value <= dim.high:
+            return False
+        k = (value - dim.low) / dim.step if dim.step else 0.0  # stepped: on the grid,
+        return abs(k - round(k)) < 1e-6  # up to the rounding Optuna's own grid carries
+    return value in values(dim)  # type: ignore[operator]
+
+
 def space_size(pairs: Sequence[tuple[str, str]], spaces: Mapping[str, Mapping[str, Dim]],
                grid: Mapping[str, Sequence[Any]] | None = None) -> int | None:
     """How many distinct configurations the search can reach: each pair's product of its
@@ -97,14 +119,14 @@ def space_size(pairs: Sequence[tuple[str, str]], spaces: Mapping[str, Mapping[st
         return len(seen)
     total = 0
     for model, algo in pairs:
-        count = 1
+        configs = 1
         for space in (spaces[f"model.{model}"], spaces[f"algorithm.{algo}"]):
             for dim in space.values():
-                vals = values(dim)
-                if vals is None:
+                n = count(dim)
+                if n is None:
                     return None
-                count *= len(vals)
-        total += count
+                configs *= n
+        total += configs
     return total
 
 

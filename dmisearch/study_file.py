@@ -43,11 +43,11 @@ from dmisearch.samplers import (
     SAMPLER_DEFAULTS,
     SAMPLERS,
     Exhaustive,
+    contains,
     continuous,
     default_grid,
     session_seed,
     space_size,
-    values,
 )
 from dmisearch.space import Dim, Fixed, coerce, corners, distribution_values, parse_override
 from dmisearch.space import describe as describe_dim
@@ -199,8 +199,7 @@ class StudySpec:
                     expected[f"{prefix}.{name}"] = dim
         if set(params) - {"pair"} != set(expected):
             return False
-        return all(values(dim) is None or params[name] in values(dim)
-                   for name, dim in expected.items())
+        return all(contains(dim, params[name]) for name, dim in expected.items())
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         return self.pruner.build(optuna.pruners)

@@ -77,3 +77,22 @@ def test_describe():
     assert describe(Float(1e-3, 1.0, log=True)) == "[0.001, 1] log"
     assert describe(Categorical((3, 5))) == "{3, 5}"
     assert describe(Fixed("relu")) == "= 'relu'"
+
+
+def test_finite_dimensions_are_counted_and_checked_without_listing_them():
+    from optuna.distributions import CategoricalDistribution as C
+    from optuna.distributions import FloatDistribution as F
+    from optuna.distributions import IntDistribution as I
+
+    from dmisearch.samplers import contains, count, space_size
+    from dmisearch.space import Fixed
+
+    assert (count(I(200, 3000)), count(I(1, 9, step=2)), count(F(0, 1, step=0.25))) == (
+        2801, 5, 5)
+    assert count(F(0, 1)) is None and count(C((1, 2, 3))) == 3 and count(Fixed(7)) == 1
+    assert contains(F(0.0, 1.0, step=0.1), 0.1 * 3) and not contains(F(0, 1, step=0.1), 0.35)
+    assert contains(I(1, 9, step=2), 5) and not contains(I(1, 9, step=2), 4)
+    assert not contains(I(1, 9), 10) and contains(C(("a", "b")), "b")
+    spaces = {"model.m": {"w": C((8, 16)), "d": Fixed(1)}, "algorithm.a": {"lr": I(1, 3)}}
+    assert space_size([("m", "a")], spaces) == 6
+    assert space_size([("m", "a")], {**spaces, "algorithm.a": {"lr": F(0, 1)}}) is None
