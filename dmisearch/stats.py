@@ -171,11 +171,15 @@ def difference(err_a: np.ndarray, stat_a: Statistic, err_b: np.ndarray, stat_b: 
     return Difference(est, est - q * se, est + q * se, se, df, p, paired)
 
 
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (NaN stays NaN and does not count)."""
+def holm(p_values: Sequence[float], family: int | None = None) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count).
+
+    ``family``: the number of hypotheses of the whole family when ``p_values`` are only
+    some of them; the others are taken to have larger p-values, which can only make the
+    adjustment more conservative than Holm's on the whole family."""
     idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
     order = sorted(idx, key=lambda i: p_values[i])
-    m = len(order)
+    m = max(len(order), family or 0)
     out = [math.nan] * len(p_values)
     running = 0.0
     for rank, i in enumerate(order):

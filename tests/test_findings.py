@@ -3,8 +3,8 @@
 One test per study of ``studies/paper``: it runs the study (and the study a comparison
 needs) in memory with fewer trials, then checks every claim marked ``tested`` against the
 verdict the full run recorded (``findings.DOCUMENTED``), tested as docs/findings.md tests it
-(confirmed scores where the study confirms; Holm's correction over the claims each test
-checks, where the page corrects over all of its claims).
+(confirmed scores where the study confirms; Holm's correction for all of the page's
+claims, which for the few a test checks is a little more conservative than the page's).
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ def test_small_budget_reproduces_the_documented_ranking(stem):
         for name in (c.study_a, c.study_b):
             s = next(s for s in STEMS if NAMES[s] == name)
             results[name] = small_run(s)
-    # Holm over the claims this test checks: the family of this test's own conclusions
-    for c, (verdict, evidence) in zip(mine, findings.verdicts(mine, results), strict=True):
-        documented = findings.DOCUMENTED[c.text]
-        assert verdict == documented, (f"{c.text}: {verdict} ({evidence}); docs/findings.md "
-                                       f"documents {documented}")
+    # corrected as the page corrects them, for all of its claims (conservative for a part)
+    family = sum(not c.exact for g in findings.GROUPS for c in g.claims)
+    wrong = [f"{c.text}: {verdict} ({evidence}); docs/findings.md documents "
+             f"{findings.DOCUMENTED[c.text]}"
+             for c, (verdict, evidence) in zip(mine, findings.verdicts(mine, results, family),
+                                               strict=True)
+             if verdict != findings.DOCUMENTED[c.text]]
+    assert not wrong, "\n".join(wrong)
