@@ -17,9 +17,9 @@ eagerly and with its training step captured in a CUDA graph (the default; ``engi
     python benchmarks/bench_engine.py [--device cuda] [--ks 1,16,64,256] [--steps 100]
         [--repeat 3] [--preset gpu|cpu] [--tf32] [--archs fcn,cnn_gap] [--momentum 0]
 
-``--momentum 0`` is plain SGD, the anchors' optimiser (``../shared/anchors``): its step
-reads and writes each parameter three times instead of five, which at large K is much of a
-step's memory traffic.
+``--momentum 0`` is plain SGD, the optimiser of the reference measurement (RESULTS.md, "the
+anchors"): its step reads and writes each parameter three times instead of five, which at
+large K is much of a step's memory traffic.
 
 Prints one row per (architecture, K): model-steps/s of whole runs (what a trial sees) and
 of the step loops alone (``training.STEP_TIMES``: building the models and predicting left

@@ -1,6 +1,6 @@
 """The minibatch training loop, checked against exact symmetries and simple invariants.
 
-The main oracle is the exact, per-seed O(d) symmetry of SCIENCE.md: an FCN trained by SGD on
+The main oracle is the exact, per-seed O(d) symmetry of docs/science.md: an FCN trained by SGD on
 inputs ``x R^T`` from first-layer weights ``W0 R^T`` predicts at ``x_test R^T`` what the run on
 ``x`` from ``W0`` predicts at ``x_test``, to rounding. Adam keeps only (signed) permutations.
 Everything runs through ``train_one``, so the real loop (batches, loss, steps) is under test.

@@ -1,7 +1,7 @@
 """Patch targets: regression on Gaussian inputs with local, translation-invariant or global targets.
 
 The three targets differ only in their symmetries, so learning curves on them separate what
-locality and weight sharing buy (SCIENCE.md, "Data models"):
+locality and weight sharing buy (docs/science.md):
 
 * ``local_invariant``: ``f(x) = c * sum_p g(x_p)``, one random function ``g`` of a patch,
   shared by all patch positions ``p``: local, and exactly invariant to cyclic shifts;

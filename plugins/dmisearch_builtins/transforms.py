@@ -46,7 +46,7 @@ class Rotate(Transform):
 
     ``x_flat -> x_flat @ Q.T`` with Q drawn once from ``seed`` and the input size d; it
     preserves norms and inner products, and destroys locality. An FCN trained by SGD is
-    equivariant to it (see SCIENCE.md).
+    equivariant to it (see docs/science.md).
     """
 
     name = "rotate"
