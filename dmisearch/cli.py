@@ -571,7 +571,9 @@ def _apply_threads(args: argparse.Namespace) -> None:
                                  "set a positive integer, or unset it") from None
         if n < 1:
             raise DmisearchError(f"{ENV_THREADS}={env!r} must be >= 1")
-    if args.func in (cmd_run, cmd_worker, cmd_rerun) or args.func.__name__ == "cmd_probe":
+    from dmisearch.probe import cmd_probe
+
+    if args.func in (cmd_run, cmd_worker, cmd_rerun, cmd_probe):
         import torch
 
         torch.set_num_threads(n)
