@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dmisearch import factory
 from dmisearch.components import (
     Algorithm,
     Architecture,
@@ -58,7 +59,6 @@ from dmisearch.components import (
     RunContext,
     Split,
     Transform,
-    augmented,
     pair_problem,
 )
 from dmisearch.errors import DmisearchError, did_you_mean
@@ -636,60 +636,29 @@ def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def instantiate(cls: type, params: Mapping[str, Any], kind: str,
-                probe_defaults: Mapping[str, Any] = {}) -> Any:  # noqa: B006 (read only)
-    """``cls(**params)`` checked; ``probe_defaults`` added where ``cls`` has the parameter,
-    is not given it, and accepts the value."""
-    from dmisearch.space import coerce
-
-    defaults = cls.param_defaults()
-    kwargs: dict[str, Any] = {}
-    for p, v in params.items():
-        if p not in defaults:
-            raise DmisearchError(
-                f"{kind} '{cls.name}' has no parameter '{p}'{did_you_mean(p, defaults)}; its "
-                f"parameters are {', '.join(defaults) or '(none)'}")
-        try:
-            kwargs[p] = coerce(p, defaults[p], v)
-        except ValueError as exc:
-            raise DmisearchError(f"{kind} '{cls.name}': {exc}") from None
-    for p, v in probe_defaults.items():
-        if p in defaults and p not in kwargs:
-            try:
-                cls(**kwargs, **{p: v}).check()
-            except (ValueError, TypeError):
-                continue
-            kwargs[p] = v
-    try:
-        obj = cls(**kwargs)
-        obj.check()
-    except (ValueError, TypeError) as exc:
-        raise DmisearchError(f"{kind} '{cls.name}': {exc}") from None
-    return obj
+                fallbacks: Mapping[str, Any] | None = None) -> Any:
+    """``cls(**params)`` checked (the first problem raised); ``fallbacks`` (the probe's
+    defaults) added where ``cls`` has the parameter, is not given it, and accepts it."""
+    return factory.instantiate(cls, params, kind, factory.Problems(raising=True), fallbacks)
 
 
 def make_model(registry: Any, name: str, params: Mapping[str, Any] = {}  # noqa: B006
                ) -> Architecture:
-    return instantiate(registry.get("architecture", name), params, "architecture",
-                       PROBE_DEFAULTS["model"])
+    return factory.build(registry, "architecture", name, params, "architecture",
+                         factory.Problems(raising=True), PROBE_DEFAULTS["model"])
 
 
 def make_algorithm(registry: Any, name: str, params: Mapping[str, Any] = {}  # noqa: B006
                    ) -> Algorithm:
     """An algorithm by name; ``sgd+shift`` is ``sgd`` augmented by ``shift``."""
-    base_name, plus, t_name = name.partition("+")
-    cls = registry.get("algorithm", base_name)
-    if plus:
-        transform = registry.get("transform", t_name)()
-        why = cls.augmentation_problem(transform)
-        if why:
-            raise DmisearchError(f"algorithm '{name}': {why}")
-        cls = augmented(cls, transform)
-    return instantiate(cls, params, "algorithm", PROBE_DEFAULTS["algorithm"])
+    return factory.build(registry, "algorithm", name, params, "algorithm",
+                         factory.Problems(raising=True), PROBE_DEFAULTS["algorithm"])
 
 
 def make_group(registry: Any, name: str, params: Mapping[str, Any] = {}  # noqa: B006
                ) -> Transform:
-    return instantiate(registry.get("transform", name), params, "transform")
+    return factory.build(registry, "transform", name, params, "transform",
+                         factory.Problems(raising=True))
 
 
 def make_data(registry: Any, spec: str | None, params: Mapping[str, Any] = {}  # noqa: B006
@@ -698,19 +667,16 @@ def make_data(registry: Any, spec: str | None, params: Mapping[str, Any] = {}  #
 
     ``params`` go to the generator; the probe's defaults apply only to the default data.
     """
-    from dmisearch.data import Composed
-
     if spec is None:
         name, base_params = DEFAULT_DATA[0], {**DEFAULT_DATA[1], **params}
         parts: list[str] = []
     else:
         name, *parts = [p.strip() for p in spec.split("+")]
         base_params = dict(params)
-    base = instantiate(registry.get("data", name), base_params, "data")
-    if not parts:
-        return base
-    transforms = tuple(make_group(registry, t) for t in parts)
-    return Composed(base=base, transforms=transforms)
+    built = factory.build_data(registry, name, base_params, [(t, {}) for t in parts],
+                               factory.Problems(raising=True))
+    assert built.data is not None  # a raising sink raised otherwise
+    return built.data if parts else built.data.base
 
 
 def data_for(registry: Any, model: Architecture, algo: Algorithm | None = None

@@ -146,6 +146,16 @@ def _check_brute_force_history(study: optuna.Study, spec: StudySpec) -> None:
                 "before).")
 
 
+def prepare(spec: StudySpec) -> TrialObjective:
+    """What every trial of ``spec`` needs, built once: the device context, each searched
+    architecture checked on two samples (a model that cannot train fails here, not in
+    trial 0), the data drawn, and the objective. Shared by :func:`run_study` and
+    :func:`rerun_trial`, so that a rerun sets up exactly as the run did."""
+    ctx = make_context(spec)
+    check_architectures(spec, ctx)
+    return TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
+
+
 def rerun_trial(spec: StudySpec, number: int) -> tuple[optuna.trial.FrozenTrial, Any]:
     """Train trial ``number`` of the stored study again, alone, from its stored parameters
     (the seeds follow from the study file): returns the stored trial and the new plan, whose
@@ -159,8 +169,7 @@ def rerun_trial(spec: StudySpec, number: int) -> tuple[optuna.trial.FrozenTrial,
     if "pair" not in stored.params:
         raise DmisearchError(f"trial {number} has no parameters to rerun (state "
                              f"{stored.state.name}: it failed before choosing a pair)")
-    ctx = make_context(spec)
-    objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
+    objective = prepare(spec)
     trial = optuna.trial.FixedTrial(stored.params, number=number)
     for key in (CONFIRMS_ATTR, CONFIRM_SEEDS_ATTR):  # a confirmation: its own seeds
         if key in stored.user_attrs:
@@ -216,10 +225,9 @@ def run_study(
         session = claim_sessions(study, spec.storage)
     spec = dataclasses.replace(spec, session=session)
     study.sampler = spec.make_sampler()
-    ctx = make_context(spec)
-    check_architectures(spec, ctx)  # a model that cannot train fails here, not in trial 0
-    objective = TrialObjective(spec, StudyData.prepare(spec, ctx), ctx)
-    batch = spec.trials_per_batch or (AUTO_BATCH_CUDA if ctx.device.type == "cuda" else 1)
+    objective = prepare(spec)
+    batch = spec.trials_per_batch or (
+        AUTO_BATCH_CUDA if objective.ctx.device.type == "cuda" else 1)
     start = time.monotonic()
     bar = _progress(spec, finished_count(study)) if progress else None
     streak: list[str] = []

@@ -25,15 +25,13 @@ from dmisearch.components import (
     Algorithm,
     Architecture,
     Component,
-    DataGenerator,
     DataInfo,
-    Transform,
-    augmented,
     pair_problem,
 )
 from dmisearch.coordination import GRACE_PERIOD, HEARTBEAT_INTERVAL
-from dmisearch.data import Composed, check_split
+from dmisearch.data import Composed
 from dmisearch.errors import DmisearchError, StudyFileError, did_you_mean
+from dmisearch.factory import Problems, build_data, lookup
 from dmisearch.metrics import METRICS, OBJECTIVES, Objective, default_metric
 from dmisearch.plugins import Entry, Registry
 from dmisearch.samplers import (
@@ -49,7 +47,7 @@ from dmisearch.samplers import (
     session_seed,
     space_size,
 )
-from dmisearch.space import Dim, Fixed, coerce, corners, distribution_values, parse_override
+from dmisearch.space import Dim, Fixed, corners, distribution_values, parse_override
 from dmisearch.space import describe as describe_dim
 from dmisearch.storage import JOURNAL_LOCK_BREAK, journal_path, study_storage
 
@@ -227,16 +225,6 @@ class StudySpec:
                 "models": spaces(self.models), "algorithms": spaces(self.algorithms)}
 
 
-class _Problems:
-    """Collects problems so that one run of the loader reports all of them."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.items.append(f"{key}: {message}" if key else message)
-
-
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
@@ -316,7 +304,7 @@ def build_spec(
     seed: int | None = None,
 ) -> StudySpec:
     """Validate a parsed study document (see :func:`load_study`)."""
-    pb = _Problems()
+    pb = Problems()
     for key in doc:
         if key not in SECTIONS:
             pb.add(key, f"unknown section{did_you_mean(key, SECTIONS)}; "
@@ -429,7 +417,7 @@ def build_spec(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_liveness(heartbeat: float, grace: float, storage: str, pb: _Problems) -> None:
+def _check_liveness(heartbeat: float, grace: float, storage: str, pb: Problems) -> None:
     """Heartbeats and the grace period after which a silent trial counts as lost: finite,
     and long enough that a live worker is never taken for dead, even while it waits for
     a journal file's lock that a killed process left behind (broken after
@@ -452,7 +440,7 @@ def _check_liveness(heartbeat: float, grace: float, storage: str, pb: _Problems)
                                      "a live worker would be taken for dead")
 
 
-def _build_confirm(table: Mapping[str, Any], grid: Grid | None, pb: _Problems
+def _build_confirm(table: Mapping[str, Any], grid: Grid | None, pb: Problems
                    ) -> Confirm | None:
     """``[confirm]``: ``top`` (triplets, default 3) and ``seeds`` (a count, default the
     curve's number of seeds and at least 5, or a list of seeds the search does not use)."""
@@ -486,7 +474,7 @@ def _build_confirm(table: Mapping[str, Any], grid: Grid | None, pb: _Problems
 
 def _exhaustive(sampler: Pluggable, models: Mapping[str, Candidate],
                 algorithms: Mapping[str, Candidate], pairs: tuple[tuple[str, str], ...],
-                pb: _Problems) -> Pluggable:
+                pb: Problems) -> Pluggable:
     """A grid or brute-force design: every searched dimension discrete; a grid without
     ``search_space`` gets every value of every searched dimension."""
     spaces = {**{f"model.{n}": c.space for n, c in models.items()},
@@ -522,7 +510,7 @@ def _exhaustive(sampler: Pluggable, models: Mapping[str, Candidate],
 
 
 def _build_prune_after(se: Mapping[str, Any], pruner: Pluggable, grid: Grid | None,
-                       pb: _Problems, bad_pruner: bool) -> tuple[int, ...]:
+                       pb: Problems, bad_pruner: bool) -> tuple[int, ...]:
     """``search.prune_after``: curve sizes, increasing, before the largest; by default every
     size but the largest, and nothing without a pruner."""
     nop = pruner.cls_name == "NopPruner"
@@ -550,7 +538,7 @@ def _build_prune_after(se: Mapping[str, Any], pruner: Pluggable, grid: Grid | No
     return tuple(value)
 
 
-def _table(doc: Mapping[str, Any], key: str, pb: _Problems) -> dict[str, Any]:
+def _table(doc: Mapping[str, Any], key: str, pb: Problems) -> dict[str, Any]:
     value = doc.get(key, {})
     if not isinstance(value, dict):
         pb.add(key, f"must be a table ([{key}]), got {value!r}")
@@ -558,7 +546,7 @@ def _table(doc: Mapping[str, Any], key: str, pb: _Problems) -> dict[str, Any]:
     return value
 
 
-def _typed(table: Mapping[str, Any], key: str, types: Any, where: str, pb: _Problems,
+def _typed(table: Mapping[str, Any], key: str, types: Any, where: str, pb: Problems,
            default: Any = None) -> Any:
     if key not in table:
         return default
@@ -573,7 +561,7 @@ def _typed(table: Mapping[str, Any], key: str, types: Any, where: str, pb: _Prob
     return value
 
 
-def _check_device(device: str, pb: _Problems) -> str:
+def _check_device(device: str, pb: Problems) -> str:
     import torch
 
     if device in ("auto", "cpu"):
@@ -593,119 +581,32 @@ def _check_device(device: str, pb: _Problems) -> str:
     return device
 
 
-def _instantiate(entry: Entry, params: Mapping[str, Any], key: str, pb: _Problems
-                 ) -> Component | None:
-    """Build a component from study-file parameters, reporting unknown or bad values."""
-    defaults = entry.cls.param_defaults()
-    kwargs: dict[str, Any] = {}
-    ok = True
-    for p, v in params.items():
-        if p not in defaults:
-            pb.add(f"{key}.{p}", f"'{entry.name}' has no parameter '{p}'"
-                                 f"{did_you_mean(p, defaults)}; its parameters are "
-                                 f"{', '.join(defaults) or '(none)'}")
-            ok = False
-            continue
-        try:
-            kwargs[p] = coerce(p, defaults[p], v)
-        except ValueError as exc:
-            pb.add(f"{key}.{p}", str(exc))
-            ok = False
-    if not ok:
-        return None
-    try:
-        obj = entry.cls(**kwargs)
-        obj.check()
-    except (ValueError, TypeError) as exc:
-        pb.add(key, f"{entry.name}: {exc}")
-        return None
-    return obj
-
-
-def _lookup(registry: Registry, kind: str, name: Any, key: str, pb: _Problems) -> Entry | None:
-    if not isinstance(name, str):
-        pb.add(key, f"must be a {kind} name (a string), got {name!r}")
-        return None
-    if kind == "algorithm" and "+" in name:
-        return _augmented(registry, name, key, pb)
-    try:
-        return registry.entry(kind, name)
-    except DmisearchError as exc:
-        pb.add(key, str(exc))
-        return None
-
-
-def _augmented(registry: Registry, name: str, key: str, pb: _Problems) -> Entry | None:
-    """``algorithm+transform``: the algorithm trained on its training sets' orbits."""
-    base_name, _, t_name = name.partition("+")
-    base = _lookup(registry, "algorithm", base_name, key, pb)
-    t_entry = _lookup(registry, "transform", t_name, key, pb)
-    if base is None or t_entry is None:
-        return None
-    transform = t_entry.cls()
-    why = base.cls.augmentation_problem(transform)  # type: ignore[attr-defined]
-    if why:
-        pb.add(key, f"'{name}': {why}")
-        return None
-    return dataclasses.replace(base, name=name, cls=augmented(base.cls, transform))
-
-
-def _build_data(table: Mapping[str, Any], registry: Registry, pb: _Problems
+def _build_data(table: Mapping[str, Any], registry: Registry, pb: Problems
                 ) -> tuple[Composed | None, tuple[Entry, ...], DataInfo | None]:
     if "name" not in table:
         pb.add("data.name", f"missing: which data generator? Known: "
                             f"{', '.join(registry.names('data'))}")
         return None, (), None
-    before = len(pb.items)
-    entry = _lookup(registry, "data", table["name"], "data.name", pb)
     params = {k: v for k, v in table.items() if k not in ("name", "transforms")}
-    base = _instantiate(entry, params, "data", pb) if entry else None
     raw = table.get("transforms", [])
     if not isinstance(raw, list):
         pb.add("data.transforms", f"must be a list, got {raw!r}")
         raw = []
-    transforms: list[Transform] = []
-    entries: list[Entry] = [entry] if entry else []
+    transforms: list[tuple[Any, dict[str, Any]]] = []
     for i, item in enumerate(raw):
-        key = f"data.transforms[{i}]"
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, dict) or "name" not in item:
-            pb.add(key, f"must be a transform name or a table with 'name', got {item!r}")
+            pb.add(f"data.transforms[{i}]",
+                   f"must be a transform name or a table with 'name', got {item!r}")
+            transforms.append((None, {}))  # keeps the indices of the later ones
             continue
-        t_entry = _lookup(registry, "transform", item["name"], f"{key}.name", pb)
-        if t_entry is None:
-            continue
-        t = _instantiate(t_entry, {k: v for k, v in item.items() if k != "name"}, key, pb)
-        if t is not None:
-            transforms.append(t)  # type: ignore[arg-type]
-            entries.append(t_entry)
-    if base is None:
-        return None, (), None
-    assert isinstance(base, DataGenerator)
-    try:
-        info = base.describe()
-    except Exception as exc:
-        pb.add("data", f"{base.name}.describe() failed: {type(exc).__name__}: {exc}")
-        return None, (), None
-    for i, t in enumerate(transforms):
-        why = t.check_input(info.input_shape)
-        if why:
-            pb.add(f"data.transforms[{i}]", f"{t.name}: {why}")
-    data = Composed(base=base, transforms=tuple(transforms))
-    if len(pb.items) > before:  # the draw below would only repeat what is reported
-        return data, tuple(entries), info
-    try:  # a tiny draw now rather than a broken generator at trial 1
-        n = 2 if info.n_available is None else min(2, info.n_available // 2)
-        why = check_split(data.sample(n, n, 0), info, n, n)
-    except Exception as exc:
-        why = f"sample() failed: {type(exc).__name__}: {exc}"
-    if why:
-        pb.add("data", f"{data.label}: {why}")
-    return data, tuple(entries), info
+        transforms.append((item["name"], {k: v for k, v in item.items() if k != "name"}))
+    built = build_data(registry, table["name"], params, transforms, pb)
+    return built.data, built.entries, built.info
 
 
-def _build_grid(table: Mapping[str, Any], info: DataInfo | None, pb: _Problems
+def _build_grid(table: Mapping[str, Any], info: DataInfo | None, pb: Problems
                 ) -> Grid | None:
     raw = table.get("sizes")
     sizes: list[int] = []
@@ -771,7 +672,7 @@ def _build_grid(table: Mapping[str, Any], info: DataInfo | None, pb: _Problems
 
 
 def _build_objective(table: Mapping[str, Any], info: DataInfo | None, grid: Grid | None,
-                     pb: _Problems) -> tuple[Objective | None, str]:
+                     pb: Problems) -> tuple[Objective | None, str]:
     name = table.get("name", "aulc")
     target = table.get("target")
     if name not in OBJECTIVES:
@@ -800,7 +701,7 @@ def _build_objective(table: Mapping[str, Any], info: DataInfo | None, grid: Grid
 
 
 def _candidates(
-    table: Mapping[str, Any], key: str, kind: str, registry: Registry, pb: _Problems
+    table: Mapping[str, Any], key: str, kind: str, registry: Registry, pb: Problems
 ) -> dict[str, Entry]:
     if key not in table:
         return {n: registry.entry(kind, n) for n in registry.names(kind)}
@@ -813,7 +714,7 @@ def _candidates(
                                 f"{', '.join(registry.names(kind))})")
     out: dict[str, Entry] = {}
     for i, n in enumerate(names):
-        entry = _lookup(registry, kind, n, f"search.{key}[{i}]", pb)
+        entry = lookup(registry, kind, n, f"search.{key}[{i}]", pb)
         if entry is not None:
             if entry.name in out:
                 pb.add(f"search.{key}", f"lists '{entry.name}' twice")
@@ -822,7 +723,7 @@ def _candidates(
 
 
 def _build_search(
-    se: Mapping[str, Any], registry: Registry, info: DataInfo | None, pb: _Problems
+    se: Mapping[str, Any], registry: Registry, info: DataInfo | None, pb: Problems
 ) -> tuple[dict[str, Candidate], dict[str, Candidate], tuple[tuple[str, str], ...],
            tuple[tuple[str, str, str], ...]]:
     explicit_pairs = "pairs" in se
@@ -842,8 +743,8 @@ def _build_search(
             if not (isinstance(pair, list) and len(pair) == 2):
                 pb.add(key, f"must be [model, algorithm], got {pair!r}")
                 continue
-            m = _lookup(registry, "architecture", pair[0], key, pb)
-            a = _lookup(registry, "algorithm", pair[1], key, pb)
+            m = lookup(registry, "architecture", pair[0], key, pb)
+            a = lookup(registry, "algorithm", pair[1], key, pb)
             if m and a:
                 models[m.name], algos[a.name] = m, a
                 wanted.append((m.name, a.name, key))
@@ -888,7 +789,7 @@ def _build_search(
     return m_cands, a_cands, tuple(pairs), tuple(excluded)
 
 
-def _check_pair(model: Candidate, algo: Candidate, pb: _Problems) -> None:
+def _check_pair(model: Candidate, algo: Candidate, pb: Problems) -> None:
     """Every model the space can reach must suit the algorithm (e.g. have a kernel)."""
     algo_obj = algo.cls(**next(corners(algo.space)))
     assert isinstance(algo_obj, Algorithm)
@@ -905,7 +806,7 @@ def _check_pair(model: Candidate, algo: Candidate, pb: _Problems) -> None:
 
 def _spaces(
     overrides: Any, prefix: str, entries: Mapping[str, Entry], used: set[str],
-    info: DataInfo | None, pb: _Problems, names_ok: bool,
+    info: DataInfo | None, pb: Problems, names_ok: bool,
 ) -> dict[str, Candidate]:
     if not isinstance(overrides, dict):
         pb.add(f"search.space.{prefix}", f"must be a table of {prefix} names, got {overrides!r}")
@@ -939,7 +840,7 @@ def _spaces(
 
 
 def _check_corners(entry: Entry, space: Mapping[str, Dim], key: str, info: DataInfo | None,
-                   pb: _Problems) -> None:
+                   pb: Problems) -> None:
     """Build the component at every extreme of its space; report what fails."""
     seen: set[str] = set()
     for params in corners(space):
@@ -966,7 +867,7 @@ def _is_first(space: Mapping[str, Dim], key: str, value: Any) -> bool:
 
 def _build_pluggable(
     raw: Any, key: str, aliases: Mapping[str, str], module: Any,
-    defaults: Mapping[str, Mapping[str, Any]], pb: _Problems, seed: int | None,
+    defaults: Mapping[str, Mapping[str, Any]], pb: Problems, seed: int | None,
 ) -> Pluggable:
     fallback = Pluggable("NopPruner" if module is optuna.pruners else "RandomSampler", {})
     if isinstance(raw, str):

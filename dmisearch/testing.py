@@ -59,6 +59,7 @@ import optuna
 import pytest
 import torch
 
+from dmisearch import factory
 from dmisearch.components import (
     TASKS,
     Algorithm,
@@ -71,6 +72,7 @@ from dmisearch.components import (
     Transform,
 )
 from dmisearch.data import check_split, jsonable
+from dmisearch.errors import DmisearchError
 from dmisearch.hookspecs import REGISTER_HOOKS, hookimpl
 from dmisearch.plugins import Registry, class_problem, load_registry, registered
 from dmisearch.space import corners, suggest
@@ -226,9 +228,9 @@ class ComponentContract:
 
     def test_params_rebuild_an_equal_component(self, component: Component) -> None:
         params = component.get_params()
-        again = type(component)(**params)
-        assert again.get_params() == params
-        component.check()
+        again = factory.instantiate(type(component), params, component.name,
+                                    factory.Problems(raising=True))
+        assert again is not None and again.get_params() == params
 
     def test_search_space_round_trips(self, component: Component) -> None:
         cls = type(component)
@@ -238,18 +240,19 @@ class ComponentContract:
         for _ in range(SPACE_SAMPLES if cls.space else 0):
             points.append(suggest(study.ask(), cls.name, cls.space))
         for values in points:
-            obj = cls(**{**base, **values})
+            try:  # as a study builds it
+                obj = factory.instantiate(cls, {**base, **values}, cls.name,
+                                          factory.Problems(raising=True))
+            except DmisearchError as exc:
+                raise AssertionError(
+                    f"{cls.name}: the search space reaches {values}, which check() rejects "
+                    f"({exc}); narrow `space` or accept the value") from exc
+            assert obj is not None
             got = obj.get_params()
             for key, value in values.items():
                 assert got[key] == value, (
                     f"{cls.name}: hyperparameter '{key}' was set to {value!r} but "
                     f"get_params() reads {got[key]!r}: store it as an attribute of that name")
-            try:
-                obj.check()
-            except ValueError as exc:
-                raise AssertionError(
-                    f"{cls.name}: the search space reaches {values}, which check() rejects "
-                    f"({exc}); narrow `space` or accept the value") from exc
 
     def test_one_trial_study_completes_on_the_cpu(
         self, component: Component, study_doc: dict[str, Any],
