@@ -32,10 +32,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from optuna.distributions import BaseDistribution
-
-if TYPE_CHECKING:  # torch is imported by the components themselves, not at dmisearch import
+if TYPE_CHECKING:  # torch and Optuna are imported by the components, not at dmisearch import
     import torch
+    from optuna.distributions import BaseDistribution
 
 Task = Literal["regression", "classification"]
 TASKS: tuple[Task, ...] = ("regression", "classification")
