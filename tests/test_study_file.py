@@ -193,3 +193,14 @@ def test_error_message_is_one_paragraph_naming_the_file(tiny_doc, registry):
     with pytest.raises(StudyFileError) as info:
         build_spec(tiny_doc, registry, source="studies/x.toml")
     assert str(info.value).startswith("studies/x.toml: 1 problem, nothing was run:")
+
+
+def test_the_public_names_stay_in_study_file():
+    """The study file's parts live in their own modules (schema, spec, study_curve,
+    study_search, study_pluggables); what callers import from here stays here."""
+    from dmisearch import schema, spec, study_file
+
+    for name in ("Candidate", "Confirm", "Grid", "Pluggable", "StudySpec"):
+        assert getattr(study_file, name) is getattr(spec, name)
+    assert study_file.SECTIONS is schema.SECTIONS and study_file.DTYPES == ("float32", "float64")
+    assert callable(study_file.plugin_files) and callable(study_file.read_toml)
