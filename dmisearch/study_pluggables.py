@@ -181,8 +181,9 @@ def _confirm(table: Mapping[str, Any], grid: Grid | None, pb: Problems) -> Confi
             pb.add("confirm.seeds", f"must be at least 3 (fewer give no interval), got {raw}")
             return None
         return Confirm(top, tuple(range(first, first + raw)))
-    if (isinstance(raw, list) and len(raw) >= 3 and len(set(raw)) == len(raw) and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)):
+    if (isinstance(raw, list) and len(raw) >= 3 and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)
+            and len(set(raw)) == len(raw)):  # hashable only once they are all integers
         used = sorted(set(raw) & set(grid.seeds))
         if used:
             pb.add("confirm.seeds", f"{used} are curve seeds the search uses: confirmation "

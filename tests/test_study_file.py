@@ -126,6 +126,8 @@ def test_log_spaced_sizes(tiny_doc, registry):
      "study.grace_period", "the journal lock's break time (5 s, after a process died"),
     (lambda d: d["confirm"].update(top="3") if "confirm" in d else d.update(confirm={"top": "3"}),
      "confirm.top", "must be a positive number"),
+    (lambda d: d.update(confirm={"seeds": [[1], [2], [3]]}), "confirm.seeds",
+     "got [[1], [2], [3]]"),
 ])
 def test_each_mistake_is_reported_with_its_key(tiny_doc, registry, mutate, key, text):
     mutate(tiny_doc)
