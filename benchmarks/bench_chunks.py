@@ -20,7 +20,7 @@ import time
 import torch
 from bench_engine import PRESETS, workload
 
-from dmisearch import engine, training
+from dmisearch import engine, loop
 from dmisearch_builtins.architectures import FAMILIES
 
 
@@ -46,12 +46,12 @@ def main() -> None:
             for _ in range(args.repeat):
                 for mib in limits:
                     engine.CPU_CHUNK_BYTES = mib * 2**20
-                    training.STEP_TIMES = []
+                    loop.STEP_TIMES = []
                     t = time.perf_counter()
                     engine.train(members, ctx)
                     whole = time.perf_counter() - t
-                    loops = training.STEP_TIMES
-                    training.STEP_TIMES = None
+                    loops = loop.STEP_TIMES
+                    loop.STEP_TIMES = None
                     runs[mib].append((whole, sum(s for _, _, s in loops), len(loops)))
             first = statistics.median(w for w, _, _ in runs[limits[0]])
             for mib, rs in runs.items():
@@ -61,7 +61,7 @@ def main() -> None:
                       + " ".join(f"{w:.2f}" for w, _, _ in rs), flush=True)
     finally:
         engine.CPU_CHUNK_BYTES = default
-        training.STEP_TIMES = None
+        loop.STEP_TIMES = None
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ For each built-in architecture, K jobs (each its own initialisation, data and mi
 order) are trained for STEPS steps of SGD (momentum 0.9, or ``--momentum``) on a regression
 task, by
 
-* ``loop``: ``dmisearch.training.train_one``, one model after another (an ordinary PyTorch
+* ``loop``: ``dmisearch.loop.train_one``, one model after another (an ordinary PyTorch
   loop with torch.optim, what a plain Optuna objective does), and
 * ``fused``: ``dmisearch.engine.train``, all K jobs as one program.
 
@@ -22,7 +22,7 @@ anchors"): its step reads and writes each parameter three times instead of five,
 large K is much of a step's memory traffic.
 
 Prints one row per (architecture, K): model-steps/s of whole runs (what a trial sees) and
-of the step loops alone (``training.STEP_TIMES``: building the models and predicting left
+of the step loops alone (``loop.STEP_TIMES``: building the models and predicting left
 out, as in the anchors' step loops), the fused engine's ratio to the loop for each, and
 its achieved TFLOP/s per step (forward + backward: 3x the forward's multiply-adds x 2).
 """
@@ -39,9 +39,9 @@ from collections.abc import Callable
 
 import torch
 
-from dmisearch import engine, training
+from dmisearch import engine, loop
 from dmisearch.components import Job, RunContext
-from dmisearch.training import train_one
+from dmisearch.loop import train_one
 from dmisearch_builtins.algorithms import SGD
 from dmisearch_builtins.architectures import FAMILIES
 
@@ -110,7 +110,7 @@ def workload(arch_name: str, k: int, steps: int, preset: dict, device: torch.dev
 def rates(runs: dict[str, tuple[Callable, list]], steps: int, device: torch.device,
           repeat: int) -> dict[str, tuple[float, float]]:
     """Model-steps/s of each ``run(members)`` in ``runs``: whole runs, and the step loops
-    alone (timed by ``training.step_clock`` between device syncs; building and predicting
+    alone (timed by ``loop.step_clock`` between device syncs; building and predicting
     excluded). The runs alternate, ``repeat`` rounds, so that a machine whose speed drifts
     (a shared or throttled CPU) slows them alike; medians over the rounds."""
     for run, members in runs.values():
@@ -119,12 +119,12 @@ def rates(runs: dict[str, tuple[Callable, list]], steps: int, device: torch.devi
     per_step: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
         for name, (run, members) in runs.items():
-            training.STEP_TIMES = []
+            loop.STEP_TIMES = []
             try:
                 seconds = timed(lambda run=run, members=members: run(members), device, 1)
-                loops = training.STEP_TIMES
+                loops = loop.STEP_TIMES
             finally:
-                training.STEP_TIMES = None
+                loop.STEP_TIMES = None
             whole[name].append(len(members) * steps / seconds)
             per_step[name].append(sum(m * s for m, s, _ in loops) / sum(t for _, _, t in loops))
     return {name: (statistics.median(whole[name]), statistics.median(per_step[name]))

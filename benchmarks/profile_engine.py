@@ -2,7 +2,7 @@
 
 Builds the ``bench_engine.py`` workload (K jobs of one built-in architecture, preset ``gpu``
 on CUDA, ``cpu`` otherwise), runs it once to warm up, times a second run (the step loops
-alone, ``training.STEP_TIMES``, and the rest: building the models, predicting), then
+alone, ``loop.STEP_TIMES``, and the rest: building the models, predicting), then
 profiles a third and prints the operators that took the most device time (CUDA) or CPU
 time.
 
@@ -23,7 +23,7 @@ import torch
 from bench_engine import PRESETS, sync, workload
 from torch.profiler import ProfilerActivity, profile
 
-from dmisearch import engine, training
+from dmisearch import engine, loop
 
 
 def main() -> None:
@@ -40,13 +40,13 @@ def main() -> None:
     members, ctx, _ = workload(args.arch, args.k, args.steps, preset, device)
     ctx = dataclasses.replace(ctx, cuda_graphs=not args.no_graphs)
     engine.train(members, ctx)  # warm-up
-    training.STEP_TIMES = []
+    loop.STEP_TIMES = []
     sync(device)
     t = time.perf_counter()
     engine.train(members, ctx)
     sync(device)
-    full, loops = time.perf_counter() - t, training.STEP_TIMES
-    training.STEP_TIMES = None
+    full, loops = time.perf_counter() - t, loop.STEP_TIMES
+    loop.STEP_TIMES = None
     in_steps = sum(t for _, _, t in loops)
     print(f"# {args.arch}, K = {args.k}, {args.steps} steps on {device}: {full:.3f} s, of "
           f"which the step loops {in_steps:.3f} s ({len(loops)} chunks; "

@@ -4,7 +4,7 @@ A trial trains one network per (training size, seed) of its learning curve, and 
 trials many more. Run one after another, each tiny network leaves the device idle between
 kernel launches. The engine instead trains K jobs as one program:
 
-* **Parameters** of the K jobs' modules (each built by ``training.build_module`` from its
+* **Parameters** of the K jobs' modules (each built by ``loop.build_module`` from its
   own seed, exactly as the reference loop builds it) are stacked along a leading model axis
   (as ``torch.func.stack_module_state`` stacks them; ``build_stacked`` streams the builds
   into place).
@@ -43,12 +43,12 @@ kernels every time; divergence is checked once at the end.
 
 **CUDA graphs** (``RunContext.cuda_graphs``, the study's ``cuda_graphs``, on by default):
 on CUDA, after ``GRAPH_WARMUP`` eager steps on a side stream, one training step is
-captured and replayed for the remaining steps: the same kernels on the same memory, so
-results equal the eager engine's, without the per-step Python and launch costs that
-dominate small networks. Used where the optimiser declares itself capturable (``dmisearch
-.optim``'s, on their fused-kernel path) and no augmentation draws on the host; a capture
-that fails (an architecture that syncs with the host, say) warns once and the chunk goes on
-eagerly.
+captured and replayed for the remaining steps (``dmisearch.step_graph``): the same kernels
+on the same memory, so results equal the eager engine's, without the per-step Python and
+launch costs that dominate small networks. Used where the optimiser declares itself
+capturable (``dmisearch.optim``'s, on their fused-kernel path) and no augmentation draws on
+the host; a capture that fails (an architecture that syncs with the host, say) warns once
+and the chunk goes on eagerly.
 """
 
 from __future__ import annotations
@@ -57,25 +57,27 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from dmisearch.components import Architecture, Job, Predictions, RunContext
-from dmisearch.optim import is_dense
-from dmisearch.training import (
+from dmisearch.loop import (
     DEADLINE_EVERY,
     EVAL_CHUNK,
-    MinibatchAlgorithm,
     augment_generator,
     batch_schedule,
     build_module,
     check_deadline,
     step_clock,
     train_one,
-    unfused_reason,
 )
+from dmisearch.optim import is_dense
+from dmisearch.step_graph import GRAPH_MIN_REPLAYS, GRAPH_WARMUP, StepGraph
+
+if TYPE_CHECKING:  # the algorithms' module imports this one to train them
+    from dmisearch.training import MinibatchAlgorithm
 
 #: Fraction of free CUDA memory a chunk may plan to use.
 MEMORY_FRACTION = 0.7
@@ -89,10 +91,6 @@ CPU_CHUNK_BYTES = 16 * 2**20
 CPU_MAX_CHUNK = 256
 #: Host buffer through which built modules are copied to a device (``build_stacked``).
 STAGE_BYTES = 32 * 2**20
-#: CUDA graphs: eager steps before the capture (lazy initialisation, optimiser state), and
-#: the fewest replays that make a capture worth its cost.
-GRAPH_WARMUP = 3
-GRAPH_MIN_REPLAYS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +154,7 @@ def _train_fused_or_not(group: list[Member], ctx: RunContext, max_chunk: int | N
     optimiser would not be the algorithm's own (``training.unfused_reason``), which a
     warning says once per class."""
     cls = type(group[0].algo)
-    why = unfused_reason(cls)
+    why = cls._unfused_reason()
     if why is None:
         return _train_group(group, ctx, max_chunk)
     if cls not in _UNFUSED_WARNED:
@@ -376,7 +374,7 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     run = step
     if (ctx.cuda_graphs and _graphs_supported(ctx.device) and aug is None
             and steps >= GRAPH_WARMUP + GRAPH_MIN_REPLAYS):
-        run = _StepGraph(step, ctx.device, lambda: getattr(opt, "capturable", False))
+        run = StepGraph(step, ctx.device, lambda: getattr(opt, "capturable", False))
     with step_clock(k, steps, ctx.device):
         for t in range(steps):
             if t % DEADLINE_EVERY == 0:
@@ -401,62 +399,6 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
 
 def _graphs_supported(device: torch.device) -> bool:
     return device.type == "cuda"
-
-
-class _StepGraph:
-    """Runs a training step eagerly for ``GRAPH_WARMUP`` steps (on a side stream, as CUDA
-    graph capture wants), then captures it once and replays the capture.
-
-    The step must be a fixed sequence of device work: its step number read from the
-    device, no host syncs, no Python state that changes between steps. ``capturable``,
-    asked after the warm-up, says whether the optimiser's step is such (the optimiser's
-    ``capturable`` attribute); if not, or if the capture fails (a warning says why), the
-    remaining steps run eagerly.
-    """
-
-    failures: set[str] = set()  # reasons already warned about
-
-    def __init__(self, step: Callable[[int], None], device: torch.device,
-                 capturable: Callable[[], bool]):
-        self.step, self.device, self.capturable = step, device, capturable
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.eager = False
-        self.stream = torch.cuda.Stream(device)
-
-    def __call__(self, t: int) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        elif self.eager:
-            self.step(t)
-        elif t < GRAPH_WARMUP:
-            current = torch.cuda.current_stream(self.device)
-            self.stream.wait_stream(current)
-            with torch.cuda.stream(self.stream):
-                self.step(t)
-            current.wait_stream(self.stream)
-        elif not self.capturable():
-            self.eager = True
-            self.step(t)
-        else:
-            self._capture(t)
-
-    def _capture(self, t: int) -> None:
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self.step(t)
-        except Exception as exc:  # noqa: BLE001 - any capture failure: go on eagerly
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            if reason not in self.failures:
-                self.failures.add(reason)
-                warnings.warn(f"CUDA graph capture failed ({reason}); training this chunk "
-                              "eagerly. Set [study] cuda_graphs = false to skip the attempt.",
-                              RuntimeWarning, stacklevel=2)
-            self.eager = True
-            self.step(t)
-            return
-        self.graph = graph
-        graph.replay()  # the capture recorded step t without running it
 
 
 def _match_grad_layout(params: dict[str, torch.Tensor],
@@ -489,7 +431,7 @@ def _gather(flat: torch.Tensor, base: torch.Tensor, idx: torch.Tensor) -> torch.
 
 
 def _job_losses(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each job's mean loss over its minibatch, as ``training.loss_fn`` computes it."""
+    """Each job's mean loss over its minibatch, as ``loop.loss_fn`` computes it."""
     if task == "regression":
         return ((out - y) ** 2).flatten(1).mean(1)
     k, b = y.shape

@@ -136,7 +136,7 @@ class FusedOptimizer:
     @property
     def capturable(self) -> bool:
         """Whether a step may be captured in a CUDA graph and replayed: its work the same
-        every step, no host state read (``engine._StepGraph``)."""
+        every step, no host state read (``step_graph.StepGraph``)."""
         return True
 
     def zero_grad(self) -> None:

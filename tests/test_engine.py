@@ -415,7 +415,7 @@ def test_centred_training_matches_the_loop_and_starts_from_zero():
 
 
 class ReplayedStep:
-    """Stands in for ``engine._StepGraph`` where there is no CUDA: eager warm-up steps, then
+    """Stands in for ``engine.StepGraph`` where there is no CUDA: eager warm-up steps, then
     every later step replays the "captured" call, host arguments frozen at their capture
     values, as a real graph would freeze them. A step that still depends on the host's
     step number then trains on the wrong minibatches and fails the comparison."""
@@ -442,7 +442,7 @@ class ReplayedStep:
 def test_a_replayed_step_matches_the_loop(arch, algo, optimizer_path, monkeypatch):
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
     monkeypatch.setattr(engine, "_graphs_supported", lambda device: True)
-    monkeypatch.setattr(engine, "_StepGraph", ReplayedStep)
+    monkeypatch.setattr(engine, "StepGraph", ReplayedStep)
     ReplayedStep.calls = []
     model = FAMILIES[arch](width=4)
     members = [engine.Member(model, algo, Job(x[:n], y[:n], x_test, s))
@@ -461,7 +461,7 @@ def test_no_graph_for_augmentation_short_runs_or_when_switched_off(monkeypatch):
     from dmisearch_builtins import transforms
 
     monkeypatch.setattr(engine, "_graphs_supported", lambda device: True)
-    monkeypatch.setattr(engine, "_StepGraph", ReplayedStep)
+    monkeypatch.setattr(engine, "StepGraph", ReplayedStep)
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
     job = Job(x, y, x_test, 0)
     short = SGD(steps=engine.GRAPH_WARMUP + engine.GRAPH_MIN_REPLAYS - 1, batch_size=8)
@@ -504,17 +504,17 @@ def test_cuda_graphs_repeat_the_eager_engine_bit_for_bit(arch, nd, algo, dtype, 
 
 
 def test_step_loops_are_timed_for_benchmarks_only_when_asked(monkeypatch):
-    from dmisearch import training
+    from dmisearch import loop
 
     ctx, x, y, x_test = problem("regression", (1, 6), torch.float64)
     members = [engine.Member(FAMILIES["fcn"](width=8), SGD(steps=s, batch_size=8),
                              Job(x, y, x_test, 0)) for s in (5, 5, 9)]
     engine.train(members, ctx)  # STEP_TIMES is None: nothing recorded, nothing breaks
-    monkeypatch.setattr(training, "STEP_TIMES", [])
+    monkeypatch.setattr(loop, "STEP_TIMES", [])
     engine.train(members, ctx)
     train_one(members[0].algo, members[0].model, members[0].job, ctx)
-    assert [(m, s) for m, s, _ in training.STEP_TIMES] == [(2, 5), (1, 9), (1, 5)]
-    assert all(t > 0 for _, _, t in training.STEP_TIMES)
+    assert [(m, s) for m, s, _ in loop.STEP_TIMES] == [(2, 5), (1, 9), (1, 5)]
+    assert all(t > 0 for _, _, t in loop.STEP_TIMES)
 
 
 @pytest.mark.parametrize("algo", ALGOS, ids=["sgd", "adam"])

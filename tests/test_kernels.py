@@ -16,7 +16,13 @@ import pytest
 import torch
 
 from dmisearch_builtins.architectures import FAMILIES
-from dmisearch_builtins.kernels import SUPPORTED_ACTIVATIONS, kernel, kernel_diag, kernel_problem
+from dmisearch_builtins.kernels import (
+    KERNEL_FAMILIES,
+    SUPPORTED_ACTIVATIONS,
+    kernel,
+    kernel_diag,
+    kernel_problem,
+)
 
 F64 = torch.float64
 CONV_FAMILIES = ("lcn", "cnn_vec", "cnn_gap")
@@ -445,6 +451,19 @@ def test_kernel_problem_rejects_other_architectures_and_inputs():
         activation = "relu"
 
     assert "resnet" in kernel_problem(Other())
+    # the families the kernels know are the built-in ones, each class naming its own
+    assert KERNEL_FAMILIES == tuple(FAMILIES)
+    assert all(cls.kernel_family == name for name, cls in FAMILIES.items())
+
+    class Impostor:  # a family's name on a class that is not one of the family
+        name = "fcn"
+        activation = "relu"
+
+    class RenamedFCN(FAMILIES["fcn"]):  # a subclass renaming itself keeps fcn's family
+        name = "my_fcn"
+
+    assert "'fcn' has no analytic" in kernel_problem(Impostor())
+    assert "'my_fcn' has no analytic" in kernel_problem(RenamedFCN())
     # inputs the finite architecture rejects: a filter larger than the input, a 3-D input
     with pytest.raises(ValueError, match="filter_size"):
         kernel(make("cnn_gap", filter_size=5), randn(2, 1, 4, 3), None, "nngp")

@@ -39,6 +39,7 @@ from torch import nn
 from dmisearch.components import Architecture, BatchedForward, Transform
 from dmisearch.hookspecs import hookimpl
 from dmisearch.space import Categorical, Int
+from dmisearch_builtins import kernels
 from dmisearch_builtins.layers import (
     ACTIVATIONS,
     PADDINGS,
@@ -67,6 +68,9 @@ class _Network(Architecture):
 
     min_depth: ClassVar[int] = 0
     provides = frozenset({"module", "nngp", "ntk"})
+    #: The family whose analytic kernels (``kernels.KERNEL_FAMILIES``) are this class's:
+    #: each family's own name, so a subclass that renames itself has none.
+    kernel_family: ClassVar[str | None] = None
 
     def check(self) -> None:
         if self.depth < self.min_depth:
@@ -89,16 +93,12 @@ class _Network(Architecture):
 
     def capability_problem(self, capability: str) -> str | None:
         if capability in ("nngp", "ntk"):
-            from dmisearch_builtins.kernels import kernel_problem
-
-            return kernel_problem(self)
+            return kernels.kernel_problem(self)
         return None
 
     def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None, kind: str) -> torch.Tensor:
         """Analytic infinite-width kernel (``dmisearch_builtins.kernels``)."""
-        from dmisearch_builtins.kernels import kernel
-
-        return kernel(self, x1, x2, kind)
+        return kernels.kernel(self, x1, x2, kind)
 
     def kernel_key(self) -> Any:
         """Width and parameterisation do not enter the infinite-width kernels."""
@@ -148,6 +148,7 @@ class FCN(_Network):
     """Fully-connected network on the flattened input (O(d)-equivariant under SGD)."""
 
     name = "fcn"
+    kernel_family = "fcn"
     width: int = 256  # hidden units
     space = {"depth": Int(1, 4), "width": Int(64, 1024, log=True)}
     symmetries = frozenset({"rotate", "permute", "sign_flip"})
@@ -227,6 +228,7 @@ class LCN(_ConvNetwork):
     """Locally connected network: convolution-like receptive fields, unshared weights."""
 
     name = "lcn"
+    kernel_family = "lcn"
     symmetries = frozenset({"sign_flip"})
 
     def couple(self, module: nn.Module, transform: Transform,
@@ -261,6 +263,7 @@ class CNNVec(_ConvNetwork):
     """Convolutional network without pooling: flattened last feature map, dense readout."""
 
     name = "cnn_vec"
+    kernel_family = "cnn_vec"
 
     def build(self, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
         return nn.Sequential(*self._body(input_shape), *self._vec_readout(input_shape, out_dim))
@@ -271,6 +274,7 @@ class CNNGAP(_ConvNetwork):
     """Convolutional network with global average pooling (cyclic-shift invariant if circular)."""
 
     name = "cnn_gap"
+    kernel_family = "cnn_gap"
     symmetries = frozenset({"shift"})
 
     def couple(self, module: nn.Module, transform: Transform,

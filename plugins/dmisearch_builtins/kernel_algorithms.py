@@ -41,8 +41,8 @@ from dmisearch.components import (
     RunContext,
     Transform,
 )
+from dmisearch.loop import check_deadline
 from dmisearch.space import Float
-from dmisearch.training import check_deadline
 
 #: Bytes of kernel matrices kept for reuse across sizes, seeds' stages and trials (LRU).
 CACHE_BYTES = 2 * 2**30
