@@ -22,7 +22,8 @@ Two paths, both checked against the plain per-model loop by ``tests/test_engine.
 * **foreach**: ``torch._foreach_*`` operations with per-job hyperparameters broadcast
   along the stacked axis, in the same order of floating-point operations as torch.optim's
   single-tensor code; used where a stack cannot be cut into dense per-job slices, where
-  the kernels are missing or not implemented for the device, or with ``fused=False``.
+  torch has no such kernel for the device (``kernel_available``, asked once, before any
+  step), or with ``fused=False``.
 
 Hyperparameters are passed as float64 tensors of shape ``(K,)``; per-step scalars (Adam's
 bias corrections) are computed up front or on the device, so a step never waits on the
@@ -36,8 +37,9 @@ step count) left as it was, so a parameter's state starts at its first gradient.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -88,13 +90,27 @@ def is_dense(t: torch.Tensor) -> bool:
     return True
 
 
+def kernel_available(name: str, device: torch.device) -> bool:
+    """Whether torch implements ``aten::name`` for tensors on ``device`` (its dispatcher has
+    a kernel for the device's dispatch key): asked before calling, so a device without one
+    takes the foreach path and an error from a kernel that exists is never mistaken for it."""
+    if not name or not hasattr(torch.ops.aten, name):
+        return False
+    key = torch._C._dispatch_key_for_device(device.type)
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{name}", key)
+
+
 def _memory_order(t: torch.Tensor) -> list[int]:
     """Dimensions by decreasing stride: ``t.permute(order)`` is contiguous if ``t`` is dense."""
     return sorted(range(t.ndim), key=lambda d: -t.stride(d))
 
 
-class FusedOptimizer:
+class FusedOptimizer(ABC):
     """Base: the ``zero_grad()`` / ``step()`` interface the engine drives.
+
+    A subclass implements ``_foreach_step``; one that names torch's fused kernel in
+    ``kernel`` also implements ``_fused_step`` (checked when the class is defined), which
+    runs where ``kernel_available`` says the parameters' device has that kernel.
 
     ``hyper`` holds each job's hyperparameters; jobs with equal values form one group of
     the fused-kernel path (``groups``: the job indices of each, with its values). The
@@ -109,7 +125,15 @@ class FusedOptimizer:
     their per-tensor cost (on the CPU, 16 small calls cost 3x one call on their stack).
     """
 
-    kernel: str = ""  # name of torch's fused kernel in torch.ops.aten, if any
+    #: Name of torch's fused kernel in ``torch.ops.aten`` that ``_fused_step`` calls; ""
+    #: for an optimiser with the foreach path only.
+    kernel: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kernel and cls._fused_step is FusedOptimizer._fused_step:
+            raise TypeError(f"{cls.__qualname__} names the fused kernel {cls.kernel!r} but "
+                            "does not implement _fused_step, the step that calls it")
 
     def __init__(self, params: Sequence[torch.Tensor], hyper: Mapping[str, torch.Tensor],
                  fused: bool = True):
@@ -120,7 +144,8 @@ class FusedOptimizer:
         for j, row in enumerate(rows):
             groups.setdefault(tuple(row), []).append(j)
         self.groups = [(dict(zip(names, key, strict=True)), idx) for key, idx in groups.items()]
-        self.fused = (fused and bool(self.params) and hasattr(torch.ops.aten, self.kernel)
+        self.fused = (fused and bool(self.params)
+                      and kernel_available(self.kernel, self.params[0].device)
                       and all(_sliceable(p) for p in self.params))
         # each stack's dimensions after the job axis in memory order: every job's slice of
         # the permuted stack is contiguous (one permute per tensor, not one per job)
@@ -145,8 +170,8 @@ class FusedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        """The fused kernels where the gradients line up with the parameters and the
-        device has them; else the foreach arithmetic. Either way only over the parameters
+        """The fused kernels where the device has them (``fused``) and the gradients line
+        up with the parameters; else the foreach arithmetic. Either way only over the parameters
         that have a gradient (``live``, their indices in ``params``)."""
         grads = [p.grad for p in self.params]
         live = self._every
@@ -155,18 +180,23 @@ class FusedOptimizer:
             grads = [grads[i] for i in live]
             if not live:
                 return
-        self.kernel_path = self._fusable(live, grads) and self._try_kernel(live, grads)
-        if not self.kernel_path:
+        self.kernel_path = self._fusable(live, grads)
+        if self.kernel_path:
+            self._fused_step(live, grads)
+        else:
             self._foreach_step(live, grads)
         self._stepped(live)
 
     def _fused_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
-        raise NotImplementedError
+        """One step of the parameters ``live`` through the fused ``kernel``; only called
+        where the device has it. Required of (and only of) a class naming a ``kernel``."""
+        raise TypeError(f"{type(self).__qualname__} has no fused kernel")  # unreachable
 
+    @abstractmethod
     def _foreach_step(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> None:
-        raise NotImplementedError
+        """One step of the parameters ``live`` with ``torch._foreach_*`` arithmetic."""
 
-    def _stepped(self, live: tuple[int, ...]) -> None:
+    def _stepped(self, live: tuple[int, ...]) -> None:  # noqa: B027 (an optional hook)
         """After a step of the parameters ``live``, on either path: host-side counts."""
 
     def _fusable(self, live: tuple[int, ...], grads: Sequence[torch.Tensor]) -> bool:
@@ -192,16 +222,6 @@ class FusedOptimizer:
                 rows = t.unbind(0)
                 out += [rows[j] for j in jobs]
         return out
-
-    def _try_kernel(self, live: tuple[int, ...], grads: list[torch.Tensor]) -> bool:
-        """Run the kernel path; False (and never again) where the device has no kernel.
-        Dispatch fails before anything is written, so the foreach path can take over."""
-        try:
-            self._fused_step(live, grads)
-        except NotImplementedError:
-            self.fused = False
-            return False
-        return True
 
     def _state_views(self, name: str, tensors: Sequence[torch.Tensor | None], group: int,
                      live: tuple[int, ...]) -> list[torch.Tensor]:
@@ -321,7 +341,7 @@ class FusedAdam(FusedOptimizer):
         # the foreach path reads this step's bias corrections by the host's step count
         return self.kernel_path
 
-    def _stepped(self, live: tuple[int, ...]) -> None:
+    def _stepped(self, live: tuple[int, ...]) -> None:  # noqa: B027 (an optional hook)
         for i in live:
             self.t[i] += 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dmisearch import optim
 from dmisearch.optim import FusedAdam, FusedSGD
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,13 +144,21 @@ def test_gradients_in_another_layout_take_the_foreach_path_for_that_step():
 
 
 @pytest.mark.parametrize("cls", [FusedSGD, FusedAdam])
-def test_a_device_without_the_kernels_falls_back_to_foreach(cls, monkeypatch):
-    """Where the kernel exists but the device has no implementation of it (dispatch raises
-    NotImplementedError before writing anything), the step runs the foreach path."""
-    def missing(*args, **kwargs):
-        raise NotImplementedError("Could not run 'aten::_fused_...' on this backend")
+def test_a_device_without_the_kernels_takes_the_foreach_path(cls, monkeypatch):
+    """Where torch has no implementation of the kernel for the parameters' device
+    (``kernel_available``, asked when the optimiser is made), every step runs the foreach
+    path, and the kernel is never called."""
+    asked = []
 
-    monkeypatch.setattr(torch, cls.kernel, missing)
+    def available(name, device):
+        asked.append((name, device.type))
+        return False
+
+    def kernel(*args, **kwargs):
+        raise AssertionError("the kernel was called")
+
+    monkeypatch.setattr(optim, "kernel_available", available)
+    monkeypatch.setattr(torch, cls.kernel, kernel)
     if cls is FusedSGD:
         hyper = _hyper(SGD_HYPER, shared=False)
         make = lambda j, ps: torch.optim.SGD(  # noqa: E731
@@ -163,13 +172,51 @@ def test_a_device_without_the_kernels_falls_back_to_foreach(cls, monkeypatch):
                                                  float(hyper["beta2"][j])),
             eps=float(hyper["eps"][j]), weight_decay=float(hyper["weight_decay"][j]))
         opt = cls(_stacks("contiguous"), hyper, steps=10)
-    assert opt.fused
+    assert asked == [(cls.kernel, "cpu")] and not opt.fused
     stacks = opt.params
     ref = _reference(make, _stacks("contiguous"), 10)
     _fused(opt, stacks, 10)
-    assert not opt.fused
+    assert not opt.kernel_path
     for p, r in zip(stacks, ref, strict=True):
         assert _rel(p, r) < 1e-12
+
+
+def test_kernel_available_asks_torch_for_the_device():
+    assert optim.kernel_available("_fused_sgd_", torch.device("cpu"))
+    assert optim.kernel_available("_fused_adam_", torch.device("cpu"))
+    assert not optim.kernel_available("", torch.device("cpu"))  # no kernel named
+    assert not optim.kernel_available("_no_such_kernel_", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("cls", [FusedSGD, FusedAdam])
+def test_an_error_from_a_kernel_is_raised_not_taken_for_a_missing_kernel(cls, monkeypatch):
+    """A kernel that exists for the device but fails (even with NotImplementedError) is an
+    error: no silent switch to the slow path."""
+    def failing(*args, **kwargs):
+        raise NotImplementedError("a kernel that fails")
+
+    monkeypatch.setattr(torch, cls.kernel, failing)
+    table, extra = (SGD_HYPER, {}) if cls is FusedSGD else (ADAM_HYPER, {"steps": 2})
+    opt = cls(_stacks("contiguous"), _hyper(table, shared=False), **extra)
+    assert opt.fused
+    with pytest.raises(NotImplementedError, match="a kernel that fails"):
+        _fused(opt, opt.params, 1)
+
+
+def test_an_optimiser_naming_a_kernel_must_implement_its_step():
+    with pytest.raises(TypeError, match="names the fused kernel '_fused_sgd_' but does not "
+                                        "implement _fused_step"):
+        class NoFusedStep(optim.FusedOptimizer):
+            kernel = "_fused_sgd_"
+
+            def _foreach_step(self, live, grads):
+                pass
+
+    class NoForeachStep(optim.FusedOptimizer):  # the foreach path is every optimiser's
+        pass
+
+    with pytest.raises(TypeError, match="abstract method _foreach_step"):
+        NoForeachStep([], {})
 
 
 @pytest.mark.parametrize("cls", [FusedSGD, FusedAdam])
