@@ -197,6 +197,23 @@ def test_kit_smoke_study_runs_an_unregistered_algorithm():
                                 algorithm=None), [MeanOfOwn, FCN])
 
 
+def test_kit_without_pytest_says_how_to_install_it():
+    """pytest is in the [test] extras only: importing the kit without it names the fix."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pytest'] = None\n"  # as if pytest were not installed
+            "import dmisearch, dmisearch.plugins\n"  # the rest of dmisearch does not need it
+            "import dmisearch.testing\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: dmisearch.testing (the conformance kit) runs under "
+                           "pytest, which is not installed: pip install pytest"), last
+    assert 'pip install "dmisearch[test]"' in last
+
+
 def test_trials_of_an_sgd_subclass_run_its_own_make_optimizer(tiny_doc, monkeypatch):
     """Fused, sgd's optimiser would train the subclass and its trials would complete."""
     import optuna
