@@ -315,45 +315,79 @@ def load_registry(
         trace: report each plugin load and hook call: True writes to stderr, a callable
             receives each line; None (default) follows ``$DMISEARCH_TRACE``.
     """
-    say = _trace_writer(trace)
+    load = _Loading(_trace_writer(trace))
+    if entry_points:
+        blocked = set(block) | (_env_names(ENV_BLOCK) or set())
+        allowed = set(only) if only is not None else _env_names(ENV_ONLY)
+        _import_entry_points(load, blocked, allowed)
+    _import_files(load, files)
+    for obj in [*_TEMPORARY, *plugins]:
+        name = getattr(obj, "__name__", type(obj).__name__)
+        load.candidates.append((PluginInfo(name, origin=f"passed in ({name})"), obj))
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    blocked = set(block) | (_env_names(ENV_BLOCK) or set())
-    allowed = set(only) if only is not None else _env_names(ENV_ONLY)
+    _register_candidates(pm, load)
+    _break_unknown_hooks(pm, load.infos)
+    collected = _Collected()
+    live = [(n, p) for n, p in pm.list_name_plugin() if load.infos[n].status == "loaded"]
+    for kind, hook_name in hookspecs.REGISTER_HOOKS.items():
+        for pname, _plugin in live:
+            if load.infos[pname].status != "loaded":
+                continue
+            got = _call_register_hook(pm, load, pname, hook_name)
+            for cls in got or ():
+                collected.add(kind, cls, pname, hook_name, load.infos)
+    return _registry(collected, load)
 
-    infos: dict[str, PluginInfo] = {}
-    candidates: list[tuple[PluginInfo, Any]] = []
 
-    def note(info: PluginInfo, started: float) -> None:
-        if say:
+@dataclasses.dataclass
+class _Loading:
+    """What one :func:`load_registry` call has learnt so far: each plugin's record by name
+    (in the order first met), the imported plugins not yet registered, the trace writer."""
+
+    say: Callable[[str], None] | None
+    infos: dict[str, PluginInfo] = dataclasses.field(default_factory=dict)
+    candidates: list[tuple[PluginInfo, Any]] = dataclasses.field(default_factory=list)
+
+    def note(self, info: PluginInfo, started: float) -> None:
+        """Trace one plugin's load (import), with its outcome and time."""
+        if self.say:
             ms = (time.perf_counter() - started) * 1e3
             what = info.status + (f": {info.error}" if info.error else "")
-            say(f"plugin '{info.name}' ({info.origin}): {what} [{ms:.1f} ms]")
+            self.say(f"plugin '{info.name}' ({info.origin}): {what} [{ms:.1f} ms]")
 
-    if entry_points:
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            started = time.perf_counter()
-            package, version = _dist_of(ep)
-            info = PluginInfo(ep.name, package, version, origin=f"entry point {ep.value}")
-            if ep.name in blocked:
-                infos[ep.name] = dataclasses.replace(info, status="blocked",
-                                                     error=f"listed in {ENV_BLOCK}")
-                note(infos[ep.name], started)
-                continue
-            if allowed is not None and ep.name not in allowed:
-                infos[ep.name] = dataclasses.replace(
-                    info, status="blocked", error=f"not listed in {ENV_ONLY}"
-                )
-                note(infos[ep.name], started)
-                continue
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plugin must not take the others down
-                infos[ep.name] = _broken(info, f"failed to import {ep.value}", exc)
-                note(infos[ep.name], started)
-                continue
-            candidates.append((info, obj))
-            note(info, started)
+    def settle(self, info: PluginInfo, started: float) -> None:
+        """Record a plugin that will not be registered (blocked or broken)."""
+        self.infos[info.name] = info
+        self.note(info, started)
+
+
+def _import_entry_points(load: _Loading, blocked: set[str], allowed: set[str] | None
+                         ) -> None:
+    """Import the installed plugins that are neither blocked nor left out."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        started = time.perf_counter()
+        package, version = _dist_of(ep)
+        info = PluginInfo(ep.name, package, version, origin=f"entry point {ep.value}")
+        if ep.name in blocked:
+            load.settle(dataclasses.replace(info, status="blocked",
+                                            error=f"listed in {ENV_BLOCK}"), started)
+            continue
+        if allowed is not None and ep.name not in allowed:
+            load.settle(dataclasses.replace(info, status="blocked",
+                                            error=f"not listed in {ENV_ONLY}"), started)
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            load.settle(_broken(info, f"failed to import {ep.value}", exc), started)
+            continue
+        load.candidates.append((info, obj))
+        load.note(info, started)
+
+
+def _import_files(load: _Loading, files: Sequence[str | Path]) -> None:
+    """Import the local plugin files; one that does not exist raises ``PluginError``."""
     for path in files:
         started = time.perf_counter()
         name = plugin_name_for_file(path)
@@ -363,16 +397,17 @@ def load_registry(
         except PluginError:
             raise
         except Exception as exc:  # the file's own code failed: report it like any plugin
-            infos[name] = _broken(info, f"failed to import {path}", exc)
-            note(infos[name], started)
+            load.settle(_broken(info, f"failed to import {path}", exc), started)
             continue
-        candidates.append((info, obj))
-        note(info, started)
-    for obj in [*_TEMPORARY, *plugins]:
-        name = getattr(obj, "__name__", type(obj).__name__)
-        candidates.append((PluginInfo(name, origin=f"passed in ({name})"), obj))
+        load.candidates.append((info, obj))
+        load.note(info, started)
 
-    for info, obj in candidates:
+
+def _register_candidates(pm: pluggy.PluginManager, load: _Loading) -> None:
+    """Register each imported plugin with the plugin manager; a second plugin of a loaded
+    one's name breaks the first, one pluggy rejects is broken."""
+    infos = load.infos
+    for info, obj in load.candidates:
         if info.name in infos and infos[info.name].status == "loaded":
             first = infos[info.name].origin
             infos[info.name] = _broken(
@@ -385,6 +420,10 @@ def load_registry(
             infos[info.name] = _broken(info, "rejected by the plugin manager", exc)
             continue
         infos[info.name] = info
+
+
+def _break_unknown_hooks(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    """Break every plugin implementing a hook that no hookspec declares (a typo)."""
     for hookcaller in pm.hook.__dict__.values():  # hookimpls whose name matches no hook
         if isinstance(hookcaller, pluggy.HookCaller) and not hookcaller.has_spec():
             for impl in hookcaller.get_hookimpls():
@@ -398,50 +437,66 @@ def load_registry(
                     None,
                 )
 
-    entries: dict[tuple[str, str], Entry] = {}
-    conflicts: dict[tuple[str, str], list[Entry]] = {}
-    problems: list[str] = []
-    live = [(n, p) for n, p in pm.list_name_plugin() if infos[n].status == "loaded"]
-    for kind, hook_name in hookspecs.REGISTER_HOOKS.items():
-        for pname, _plugin in live:
-            if infos[pname].status != "loaded":
-                continue
-            others = [p for n, p in pm.list_name_plugin() if n != pname]
-            caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
-            if not caller.get_hookimpls():
-                continue
-            got: list[Any] = []
-            started = time.perf_counter()
-            try:
-                caller(register=got.append)
-            except Exception as exc:
-                infos[pname] = _broken(infos[pname], f"raised in {hook_name}", exc)
-                if say:
-                    say(f"{hook_name}(register) by plugin '{pname}': raised "
-                        f"{type(exc).__name__}: {exc}")
-                continue
-            if say:
-                names = ", ".join(str(getattr(c, "name", c)) for c in got) or "nothing"
-                say(f"{hook_name}(register) by plugin '{pname}': registered {names} "
-                    f"[{(time.perf_counter() - started) * 1e3:.1f} ms]")
-            for cls in got:
-                why = class_problem(kind, cls)
-                if why is not None:
-                    problems.append(f"plugin '{pname}' ({hook_name}): {why}")
-                    name = getattr(cls, "name", None)
-                    refusal = Refusal(kind, name if isinstance(name, str) else None, why)
-                    infos[pname] = dataclasses.replace(
-                        infos[pname], refusals=(*infos[pname].refusals, refusal))
-                    continue
-                entry = Entry(kind, cls.name, cls, infos[pname])
-                key = (kind, cls.name)
-                if key in conflicts:
-                    conflicts[key].append(entry)
-                elif key in entries:
-                    conflicts[key] = [entries.pop(key), entry]
-                else:
-                    entries[key] = entry
-    for (kind, name), claims in conflicts.items():
+
+def _call_register_hook(pm: pluggy.PluginManager, load: _Loading, pname: str,
+                        hook_name: str) -> list[Any] | None:
+    """The classes plugin ``pname`` registers through ``hook_name`` (None: it raised, and
+    is now broken)."""
+    others = [p for n, p in pm.list_name_plugin() if n != pname]
+    caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+    if not caller.get_hookimpls():
+        return []
+    got: list[Any] = []
+    started = time.perf_counter()
+    try:
+        caller(register=got.append)
+    except Exception as exc:
+        load.infos[pname] = _broken(load.infos[pname], f"raised in {hook_name}", exc)
+        if load.say:
+            load.say(f"{hook_name}(register) by plugin '{pname}': raised "
+                     f"{type(exc).__name__}: {exc}")
+        return None
+    if load.say:
+        names = ", ".join(str(getattr(c, "name", c)) for c in got) or "nothing"
+        load.say(f"{hook_name}(register) by plugin '{pname}': registered {names} "
+                 f"[{(time.perf_counter() - started) * 1e3:.1f} ms]")
+    return got
+
+
+@dataclasses.dataclass
+class _Collected:
+    """The classes registered so far: accepted ones by (kind, name), names claimed more than
+    once, and the problems met."""
+
+    entries: dict[tuple[str, str], Entry] = dataclasses.field(default_factory=dict)
+    conflicts: dict[tuple[str, str], list[Entry]] = dataclasses.field(default_factory=dict)
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, kind: str, cls: Any, pname: str, hook_name: str,
+            infos: dict[str, PluginInfo]) -> None:
+        """Accept ``cls`` from plugin ``pname``, or record it on the plugin as refused."""
+        why = class_problem(kind, cls)
+        if why is not None:
+            self.problems.append(f"plugin '{pname}' ({hook_name}): {why}")
+            name = getattr(cls, "name", None)
+            refusal = Refusal(kind, name if isinstance(name, str) else None, why)
+            infos[pname] = dataclasses.replace(
+                infos[pname], refusals=(*infos[pname].refusals, refusal))
+            return
+        entry = Entry(kind, cls.name, cls, infos[pname])
+        key = (kind, cls.name)
+        if key in self.conflicts:
+            self.conflicts[key].append(entry)
+        elif key in self.entries:
+            self.conflicts[key] = [self.entries.pop(key), entry]
+        else:
+            self.entries[key] = entry
+
+
+def _registry(collected: _Collected, load: _Loading) -> Registry:
+    """The registry of the accepted classes of plugins still loaded, with every problem."""
+    infos, problems = load.infos, collected.problems
+    for (kind, name), claims in collected.conflicts.items():
         problems.append(
             f"{kind} '{name}' is registered by "
             + " and by ".join(f"plugin '{e.plugin.name}' ({e.cls.__qualname__})" for e in claims)
@@ -449,14 +504,15 @@ def load_registry(
     for info in infos.values():
         if info.status == "broken":
             problems.append(f"plugin '{info.name}' is broken: {info.error}")
-    if say:
+    if load.say:
         for problem in problems:
-            say(f"problem: {problem}")
+            load.say(f"problem: {problem}")
     # Entries must point at the final PluginInfo (a plugin can break after registering).
-    final = [dataclasses.replace(e, plugin=infos[e.plugin.name]) for e in entries.values()]
+    final = [dataclasses.replace(e, plugin=infos[e.plugin.name])
+             for e in collected.entries.values()]
     final_conflicts = {
         k: [dataclasses.replace(e, plugin=infos[e.plugin.name]) for e in v]
-        for k, v in conflicts.items()
+        for k, v in collected.conflicts.items()
     }
     return Registry(
         [e for e in final if e.plugin.status == "loaded"],
