@@ -12,10 +12,11 @@ import torch
 
 from dmisearch import Transform, hookimpl
 from dmisearch import probe as P
-from dmisearch import probe_witness as W
 from dmisearch.cli import main
 from dmisearch.data import Composed, check_split
 from dmisearch.plugins import load_registry
+from dmisearch.probe import command as probe_command
+from dmisearch.probe import witness as W
 from dmisearch_builtins.algorithms import SGD, Adam
 from dmisearch_builtins.architectures import CNNGAP, FCN, LCN, CNNVec
 from dmisearch_builtins.data import Teacher
@@ -606,7 +607,7 @@ def test_probe_all_prints_a_table(capsys):
 
 
 def test_probe_verify_exits_1_on_a_false_declaration(monkeypatch, liars, capsys):
-    monkeypatch.setattr(P, "_registry", lambda args=None: liars)
+    monkeypatch.setattr(probe_command, "_registry", lambda args=None: liars)
     assert main(["probe", "--verify", "--model", "fcn", "--algorithm", "adam_liar",
                  "--group", "rotate", *SMALL]) == 1
     out = capsys.readouterr().out

@@ -12,9 +12,10 @@ rotation that mixes them.
 
 The search keeps the test valid: a *pilot* on a few seeds per candidate picks the witness
 (the largest predicted power), and the test that decides runs on *fresh* seeds, independent
-of the choice, so the choice cannot inflate its false-positive rate. :mod:`dmisearch.probe`
-runs it at half of ``alpha``, after the test on the default data at the other half
-(Bonferroni: at most ``alpha`` in all). The user guide is docs/probes.md.
+of the choice, so the choice cannot inflate its false-positive rate. The prober
+(:mod:`dmisearch.probe.prober`) runs it at half of ``alpha``, after the test on the default
+data at the other half (Bonferroni: at most ``alpha`` in all). The user guide is
+docs/probes.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from dmisearch.probe.settings import min_p_value
 
 #: Kinds of witness: a per-coordinate scale, or a per-coordinate probability of being kept.
 KINDS = ("anisotropic", "sparse")
@@ -101,14 +104,6 @@ CANDIDATES: tuple[Witness, ...] = (Witness("anisotropic", 2.0), Witness("anisotr
 # --------------------------------------------------------------------------------------------
 # effect size and power of the energy test
 # --------------------------------------------------------------------------------------------
-
-
-def min_p_value(seeds: int) -> float:
-    """The smallest p-value the energy test can give with ``seeds`` samples per side: the
-    observed labelling and its mirror image among all ``C(2S, S)`` relabellings."""
-    if seeds > 500:  # below the smallest float, and C(2S, S) gets slow to compute
-        return 0.0
-    return 2 / math.comb(2 * seeds, seeds)
 
 
 def _normal_cdf(z: float) -> float:
