@@ -81,12 +81,9 @@ if TYPE_CHECKING:  # the algorithms' module imports this one to train them
 
 #: Fraction of free CUDA memory a chunk may plan to use.
 MEMORY_FRACTION = 0.7
-#: CPU: activations a chunk may save for backward. Past the caches, a fused step becomes
-#: memory-bound and slower than the loop (a 2-core Xeon with 4 MiB of L2: 16 jobs saving
-#: 10 MiB each ran at 0.4x the loop; 8 MiB kept every built-in at or above its speed). On
-#: a 2-core Emerald Rapids Xeon (2 MiB of L2 per core) 16 MiB ran the built-ins at
-#: 0.96-1.17x the speed of 8 MiB (bench_chunks.py, K = 64 and 256; lcn the 0.96-0.99x) and
-#: the quickstart 1.05x; 32 MiB did no better (benchmarks/RESULTS.md).
+#: CPU: activations a chunk may save for backward; past the caches a fused step becomes
+#: memory-bound and slower than the loop. Measured with ``python benchmarks/bench_chunks.py
+#: --k 64 --mib 8,16,32`` (history: benchmarks/RESULTS.md, "Thresholds in the code").
 CPU_CHUNK_BYTES = 16 * 2**20
 CPU_MAX_CHUNK = 256
 #: Host buffer through which built modules are copied to a device (``build_stacked``).
@@ -234,8 +231,7 @@ def build_stacked(chunk: Sequence[Member], ctx: RunContext
     Modules are built one at a time and copied into place (on a device other than the CPU,
     through a host buffer of ``STAGE_BYTES`` copied over as it fills), so the host holds
     one module and that buffer rather than K modules and their stack: fresh host memory
-    costs a page fault per page, and building all 1024 fcn 3 x 256 models before stacking
-    them took 1.5-2.7x as long (``benchmarks/bench_build.py``).
+    costs a page fault per page (``python benchmarks/bench_build.py --staged``).
     """
     cpu = dataclasses.replace(ctx, device=torch.device("cpu"))
     template = build_module(chunk[0].model, chunk[0].job.seed, cpu)

@@ -12,13 +12,12 @@ Two paths, both checked against the plain per-model loop by ``tests/test_engine.
 * **fused kernels** (the default): jobs sharing their hyperparameters (the jobs of one
   trial) form a group, and each step calls torch's own single-pass kernels,
   ``torch._fused_sgd_`` / ``torch._fused_adam_`` (what ``torch.optim`` runs with
-  ``fused=True``), once per group on the jobs' slices of the stacks. One pass over memory
-  per tensor instead of one per arithmetic operation: training 10 jobs of fcn 2 x 256 with
-  Adam went from 0.88 s to 0.60-0.65 s per 100 steps (``benchmarks/RESULTS.md``). SGD's
-  kernel gives torch.optim's default (single-tensor) results bit for bit; Adam's agrees to
-  rounding. A run of consecutive jobs goes to the kernel as one slice of the stack where
-  each job's part is a whole number of ``WHOLE_VECTORS`` elements (see
-  :class:`FusedOptimizer`): fcn 2 x 128's SGD step for 16 jobs, 290 -> 90 us.
+  ``fused=True``), once per group on the jobs' slices of the stacks: one pass over memory
+  per tensor instead of one per arithmetic operation (``python benchmarks/bench_engine.py
+  --archs fcn``). SGD's kernel gives torch.optim's default (single-tensor) results bit for
+  bit; Adam's agrees to rounding. A run of consecutive jobs goes to the kernel as one slice
+  of the stack where each job's part is a whole number of ``WHOLE_VECTORS`` elements (see
+  :class:`FusedOptimizer`).
 * **foreach**: ``torch._foreach_*`` operations with per-job hyperparameters broadcast
   along the stacked axis, in the same order of floating-point operations as torch.optim's
   single-tensor code; used where a stack cannot be cut into dense per-job slices, where
@@ -47,7 +46,8 @@ T = TypeVar("T")
 
 #: A job's slice of this many elements (or a multiple) is a whole number of the CPU
 #: kernels' vectors (AVX-512 holds 16 float32), so a stack of such slices goes to a kernel
-#: in one call with every element computed as in a per-job call.
+#: in one call with every element computed as in a per-job call. Measured with ``python
+#: benchmarks/profile_engine.py --arch fcn --k 16`` (benchmarks/RESULTS.md, "Thresholds").
 WHOLE_VECTORS = 64
 
 
@@ -122,7 +122,7 @@ class FusedOptimizer(ABC):
     job's slice is a whole number of vectors (``WHOLE_VECTORS`` elements), no job has a
     tail, and each run of consecutive jobs of a group goes to the kernel as one slice of
     the stack, with the same bits as per-job calls (``tests/test_optim.py``) and without
-    their per-tensor cost (on the CPU, 16 small calls cost 3x one call on their stack).
+    their per-tensor cost.
     """
 
     #: Name of torch's fused kernel in ``torch.ops.aten`` that ``_fused_step`` calls; ""

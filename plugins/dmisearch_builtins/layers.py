@@ -103,8 +103,10 @@ class Dense(_Affine):
 
 #: :func:`oriented_baddbmm`: on the CPU, a batched product with fewer result columns than
 #: this (and more rows than columns) is computed transposed, when the layer's product has
-#: at least ``ORIENT_MIN_MACS`` multiply-adds: below that, the saving (a few microseconds)
-#: is less than the cost of the autograd function that turns the backward products.
+#: at least ``ORIENT_MIN_MACS`` multiply-adds: below that, the saving is less than the cost
+#: of the autograd function that turns the backward products. Measured with ``python
+#: benchmarks/bench_engine.py --archs fcn,lcn --ks 1,16`` (benchmarks/RESULTS.md,
+#: "Thresholds in the code").
 NARROW = 16
 ORIENT_MIN_MACS = 2**20
 
@@ -116,9 +118,9 @@ def oriented_baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> to
     and more rows than columns, and the product has at least ``ORIENT_MIN_MACS``
     multiply-adds; else plain ``torch.baddbmm``. Same values, to rounding.
 
-    MKL's batched products with a narrow result, such as a readout to 10 classes, ran
-    1.3-4.4x slower than the same products transposed, and one such backward product 7x
-    (``benchmarks/RESULTS.md``, 2-core EPYC). Each product is oriented on its own:
+    MKL's batched products with a narrow result, such as a readout to 10 classes, can be
+    several times slower than the same products transposed (measured:
+    ``benchmarks/RESULTS.md``, "Thresholds in the code"). Each product is oriented on its own:
     transposing the forward product alone would make autograd return the input's gradient
     transposed, and the layers before it would pay for that.
     """
@@ -245,10 +247,9 @@ class Conv(_Affine):
 
 
 #: A circular convolution's Fourier form is used (CPU, fused engine) when the direct form
-#: needs at least this many times its multiply-adds (:func:`fourier_saving`). Measured
-#: side by side (``benchmarks/bench_conv.py``, 2-core Xeon, forward + backward, batch 32):
-#: every case with a saving >= 1 ran 1.0-2.8x faster in the Fourier form, while 3 x 3
-#: filters with savings of 0.5-0.7 ran 0.5-0.9x as fast.
+#: needs at least this many times its multiply-adds (:func:`fourier_saving`): from there on
+#: it was the faster form. Measured with ``python benchmarks/bench_conv.py``
+#: (benchmarks/RESULTS.md, "Thresholds in the code").
 FOURIER_MIN_SAVING = 1.0
 
 
@@ -343,22 +344,12 @@ def circular_conv_fourier(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
 
 
 def bmm_pays(device: torch.device, nd: int, jobs: int, c_in: int) -> bool:
-    """Whether :func:`conv_bmm` beats one grouped convolution of ``jobs`` jobs.
-
-    Measured side by side on an H200 (``benchmarks/bench_conv.py``, forward + backward,
-    batch 32, strict float32; ``benchmarks/RESULTS.md``): for 1-D maps of 64, 256 jobs of
-    64 -> 64 channels took 10.7 ms in cuDNN's grouped convolution and 3.0 ms as a batched
-    product (3.6x), 16 such jobs 1.5x; 256 jobs with one input channel 0.99x, 10 jobs of
-    32 channels 0.73-1.00x. With TF32 allowed cuDNN won (0.7-0.9x). So: CUDA, 1-D, cuDNN's
-    TF32 off, and at least ``BMM_MIN_INPUTS`` input channels over all jobs.
-
-    On the CPU (2-core Emerald Rapids Xeon, oneDNN; weight and bias gradients, batch 32)
-    the batched product won for 1-D maps with one input channel per job, a network's first
-    layer on a signal: 1.1-2.5x as fast over 1, 4, 16 and 64 jobs, 16 or 64 channels out,
-    filters 3 and 5, maps of 32 and 64. With 2 to 8 input channels neither form won
-    consistently (the batched product 0.5-2.9x as fast), with 32 the grouped convolution
-    won (the batched product 0.36-0.55x as fast, ``benchmarks/bench_conv.py``), and on
-    2-D maps it won from 3 jobs on (0.54-0.92x).
+    """Whether :func:`conv_bmm` beats one grouped convolution of ``jobs`` jobs: on CUDA for
+    1-D maps in strict float32 (cuDNN's TF32 off) with at least ``BMM_MIN_INPUTS`` input
+    channels over all jobs; on the CPU for 1-D maps with one input channel per job (a
+    network's first layer on a signal). Measured with ``python benchmarks/bench_conv.py``
+    (on a GPU: ``--device cuda --cases gpu``, and ``--tf32``); the measurements are in
+    benchmarks/RESULTS.md, "Thresholds in the code".
     """
     if device.type == "cpu":
         return nd == 1 and c_in == 1
@@ -366,8 +357,7 @@ def bmm_pays(device: torch.device, nd: int, jobs: int, c_in: int) -> bool:
             and jobs * c_in >= BMM_MIN_INPUTS)
 
 
-#: :func:`bmm_pays`: jobs x input channels from which the batched product wins (measured
-#: winning at 16 x 64, neutral at 256 x 1, losing or neutral at 10 x 32).
+#: :func:`bmm_pays`: jobs x input channels from which the batched product wins on CUDA.
 BMM_MIN_INPUTS = 1024
 
 
