@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from dmisearch.storage import default_storage, journal_path, with_driver
@@ -153,6 +154,21 @@ def last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
     return start.timestamp() if start is not None else time.time()
 
 
+def trial_handle(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial
+                 ) -> tuple[BaseStorage, int]:
+    """The storage of ``study`` and the storage's id of ``trial``, to write to a trial that
+    Optuna's public API cannot write to (another worker's running trial, a waiting one, a
+    trial known only as a ``FrozenTrial``). Optuna keeps both private (``Study._storage``,
+    ``_trial_id``): this is the project's only use of its private API, and pyproject
+    bounds optuna to the versions tested with it."""
+    return study._storage, trial._trial_id
+
+
+def stored_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` of ``study`` as the storage now holds it (e.g. as a reaper left it)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
 def reap_lost_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
                      max_retry: int = MAX_RETRY) -> list[int]:
     """Fail the running trials whose worker stopped beating, and enqueue their retries.
@@ -166,14 +182,14 @@ def reap_lost_trials(study: optuna.Study, grace: float = GRACE_PERIOD,
         silent = now - last_sign_of_life(t)
         if silent <= grace:
             continue
-        storage = study._storage
+        storage, trial_id = trial_handle(study, t)
         with contextlib.suppress(Exception):
             storage.set_trial_user_attr(
-                t._trial_id, "error",
+                trial_id, "error",
                 f"{LOST}: no heartbeat for {silent:.0f} s (more than {grace:g} s); "
                 "retried with the same parameters")
         try:
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except Exception:  # finished meanwhile by its own worker: not lost after all
             continue
         reaped.append(t.number)

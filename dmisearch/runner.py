@@ -52,7 +52,9 @@ from dmisearch.coordination import (
     claim_sessions,
     count_states,
     reap_lost_trials,
+    stored_trial,
     study_lock,
+    trial_handle,
     worker_id,
 )
 from dmisearch.errors import DmisearchError, StudyMismatchError, StudyNotFoundError
@@ -309,14 +311,14 @@ def claim(study: optuna.Study, spec: StudySpec, batch: int, asked: list[optuna.T
             want = min(batch, want)
         if want <= 0:
             return Claimed([], [])
-        before = {t._trial_id for t in snapshot if t.state == TrialState.RUNNING}
+        before = {t.number for t in snapshot if t.state == TrialState.RUNNING}
         try:
             return _ask(study, spec, objective, want, asked, census)
         except KeyboardInterrupt:  # perhaps inside an ask that had created its trial:
             # under the lock only this worker asks, so every newly running trial is its own
             with contextlib.suppress(Exception):  # else the reaper clears them later
                 fail_interrupted(study, [t for t in _running(study)
-                                         if t._trial_id not in before])
+                                         if t.number not in before])
             raise
 
 
@@ -416,9 +418,10 @@ def drop_unneeded_retries(study: optuna.Study) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if "retry_of" in t.user_attrs and is_search(t):
             with contextlib.suppress(Exception):
-                study._storage.set_trial_user_attr(
-                    t._trial_id, "error", "retry not needed: the study reached n_trials")
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                storage, trial_id = trial_handle(study, t)
+                storage.set_trial_user_attr(
+                    trial_id, "error", "retry not needed: the study reached n_trials")
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
 def run_batch(study: optuna.Study, objective: TrialObjective, plans: list[TrialPlan]
@@ -444,7 +447,7 @@ def run_batch(study: optuna.Study, objective: TrialObjective, plans: list[TrialP
             elif p.outcome == "pruned":
                 told[p.trial.number] = _tell(study, p.trial, state=TrialState.PRUNED)
             elif p.outcome == "reaped":  # as the reaper recorded it; its retry trains it
-                told[p.trial.number] = study._storage.get_trial(p.trial._trial_id)
+                told[p.trial.number] = stored_trial(study, p.trial.number)
             else:
                 told[p.trial.number] = _tell_failed(study, p.trial, p.error)
     except KeyboardInterrupt:
@@ -461,8 +464,9 @@ def fail_interrupted(study: optuna.Study,
     record stay RUNNING until another worker's reaper fails and retries them."""
     for trial in trials:
         with contextlib.suppress(Exception):
-            study._storage.set_trial_user_attr(
-                trial._trial_id, "error", "interrupted (Ctrl-C or SIGTERM) while running")
+            storage, trial_id = trial_handle(study, trial)
+            storage.set_trial_user_attr(
+                trial_id, "error", "interrupted (Ctrl-C or SIGTERM) while running")
             study.tell(trial.number, state=TrialState.FAIL)
 
 
@@ -476,7 +480,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
     try:
         return study.tell(trial, value, state=state)
     except UpdateFinishedTrialError:  # reaped by another worker while this one was silent
-        return study._storage.get_trial(trial._trial_id)
+        return stored_trial(study, trial.number)
 
 
 def _tell_failed(study: optuna.Study, trial: optuna.Trial, exc: BaseException | None
@@ -486,7 +490,7 @@ def _tell_failed(study: optuna.Study, trial: optuna.Trial, exc: BaseException | 
         tb = "".join(traceback.format_exception(exc, limit=-8)) if exc is not None else ""
         trial.set_user_attr("traceback", tb[-4000:])
     except UpdateFinishedTrialError:
-        return study._storage.get_trial(trial._trial_id)
+        return stored_trial(study, trial.number)
     return _tell(study, trial, state=TrialState.FAIL)
 
 
