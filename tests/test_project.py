@@ -24,10 +24,52 @@ def test_readme_starts_with_the_two_setup_commands():
 def test_ci_runs_exactly_the_readme_test_command():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci_lines
+    # the suite runs on the versions it last passed with
+    assert readme_commands()[1].startswith("python -m pip install -c constraints.txt ")
     # torch pinned before anything can ask for an unpinned one
     first_torch = next(i for i, line in enumerate(ci_lines) if "torch" in line and
                        "install" in line)
     assert '"torch==2.13.0"' in ci_lines[first_torch]
+
+
+def test_ci_also_runs_the_quickstart_command_unconstrained():
+    """After the suite, CI runs the README's quickstart command as written, on a fresh
+    install that constraints.txt does not hold back."""
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    quickstart = readme_commands()[0]
+    assert "constraints" not in quickstart
+    after = ci_lines[ci_lines.index(readme_commands()[1]) + 1:]
+    assert quickstart in after
+    fresh = after[:after.index(quickstart)]
+    assert any(line.startswith("python3 -m venv ") and ".venv" not in line for line in fresh)
+
+
+def test_constraints_pin_every_package_and_match_pyproject():
+    """constraints.txt: one exact version per line for each package, torch the CPU-able
+    2.13.0 that the README installs, each inside pyproject's ranges."""
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and " " not in line and "@" not in line, line
+            pins[name.lower().replace("_", "-")] = version
+    assert pins["torch"] == "2.13.0" and "dmisearch" not in pins
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = [spec for group in project["optional-dependencies"].values() for spec in group]
+    for spec in project["dependencies"] + extras:
+        req = Requirement(spec)
+        if req.name == "dmisearch" or (req.marker and not req.marker.evaluate()):
+            continue
+        pinned = pins.get(req.name.lower().replace("_", "-"))
+        assert pinned is not None, f"{req.name} is not in constraints.txt"
+        assert req.specifier.contains(pinned), (req, pinned)
 
 
 def test_docs_name_every_study_file_section_and_key():

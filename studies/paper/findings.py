@@ -492,6 +492,8 @@ def write_page(secs: dict[str, float] | None = None) -> Path:
     results = load(all_stems)
     devices = sorted({str(t.user_attrs.get("device")) for st in results.values()
                       for t in st.trials if t.user_attrs.get("device")})
+    torches = sorted({str(t.user_attrs.get("torch")) for st in results.values()
+                      for t in st.trials if t.user_attrs.get("torch")})
     lines = [
         "# Findings: the thesis on real runs",
         "",
@@ -527,7 +529,9 @@ def write_page(secs: dict[str, float] | None = None) -> Path:
         "",
         f"Recorded with dmisearch {dmisearch.__version__} on {', '.join(devices) or '?'} "
         f"({platform.processor() or platform.machine()}, {_cpu_count()} CPU cores), "
-        f"{datetime.now(timezone.utc):%Y-%m-%d}. Full HTML reports (interactive tables, "
+        f"{datetime.now(timezone.utc):%Y-%m-%d}: torch {', '.join(torches) or '?'} (as the "
+        f"trials record it), optuna {_version('optuna')}, numpy {_version('numpy')}, Python "
+        f"{platform.python_version()}. Full HTML reports (interactive tables, "
         "settings, plugin versions, environment, CSV data) are in `docs/findings/<group>/`.",
         "",
     ]
@@ -607,6 +611,13 @@ def _cpu_count() -> int:
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
+
+
+def _version(package: str) -> str:
+    """The installed version of ``package``, as the page's header states it."""
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
