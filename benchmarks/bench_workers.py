@@ -103,9 +103,10 @@ def claim_costs(storage: str | None, sizes: list[int], repeats: int = 20) -> Non
     """Seconds one claim holds the study lock on a study of K finished trials."""
     import tomllib
 
+    from dmisearch.claims import claim
     from dmisearch.objective import StudyData, TrialObjective, make_context
     from dmisearch.plugins import load_registry
-    from dmisearch.runner import claim, open_study
+    from dmisearch.runner import open_study
     from dmisearch.study_file import build_spec
 
     tmp = Path(tempfile.mkdtemp())

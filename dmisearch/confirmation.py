@@ -5,11 +5,12 @@ study's curve seeds, so that score is optimistic (the winner's curse), the more 
 configurations were tried. Retraining the picked configuration on fresh seeds gives a score
 the pick did not see: its interval covers, and triplets are ranked on it.
 
-Once the search has spent its budget, the runner asks :func:`pending_confirmations` (under
-the study lock) which confirmation trials the study still needs: one per best configuration
-of the ``top`` best triplets, marked with ``confirms`` (the search trial) and
-``confirm_seeds``. They are ordinary trials: queued in the storage, claimed by any worker,
-resumed after an interrupt (a failed one is queued again, up to ``MAX_RETRY`` times).
+Once the search has spent its budget, each claim (``claims.claim``) asks
+:func:`pending_confirmations` (under the study lock) which confirmation trials the study
+still needs: one per best configuration of the ``top`` best triplets, marked with
+``confirms`` (the search trial) and ``confirm_seeds``. They are ordinary trials: queued in
+the storage, claimed by any worker, resumed after an interrupt (a failed one is queued
+again, up to ``MAX_RETRY`` times).
 """
 
 from __future__ import annotations

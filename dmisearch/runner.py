@@ -11,18 +11,16 @@
 * Trials are asked for ``trials_per_batch`` at a time (ask-and-tell) and trained together,
   so that the engine fuses the jobs of trials that share an architecture shape and the
   sampler and storage are visited once per batch rather than once per network.
-* No configuration trains twice. Each process samples from its own stream (a session of the
-  study: ``coordination.claim_sessions``), and every proposal is checked, under the study
-  lock, against the configurations already finished or running: a repeat of a finished one
-  is answered from it (``duplicate_of``; not counted in ``n_trials``), a repeat of a running
-  one is dropped and another asked. In a finite space the study ends when every
-  configuration has finished, even short of ``n_trials``.
+* No configuration trains twice: trials are claimed under the study lock, each proposal
+  checked against the configurations already finished or running (``claims``). In a finite
+  space the study ends when every configuration has finished, even short of ``n_trials``.
 * With ``[confirm]``, once the search has spent its budget the best configuration of each
   of the ``top`` best triplets is retrained on fresh seeds (confirmation trials: ordinary
   trials marked ``confirms``, never pruned, resumed like any other).
 * A trial that raises is recorded as FAIL with the error and a traceback tail in its user
-  attributes, and the study goes on; after ``MAX_FAIL_STREAK`` failures in a row the run
-  stops with a summary of why, since every further trial would fail the same way.
+  attributes (``telling``), and the study goes on; after ``MAX_FAIL_STREAK`` failures in a
+  row the run stops with a summary of why, since every further trial would fail the same
+  way.
 * Ctrl-C (or SIGTERM) marks the running trial FAIL with the reason "interrupted", keeps the
   storage consistent, and re-raises ``KeyboardInterrupt``.
 * The stored study carries the study file's identity (data, curve grid, objective, dtype,
@@ -31,47 +29,39 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
-import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 import dmisearch
-from dmisearch.confirmation import pending_confirmations
+from dmisearch.claims import Census, claim, configurations_left
+from dmisearch.claims import drop_unneeded_retries as drop_unneeded_retries  # re-exported
 from dmisearch.coordination import (
     Heartbeat,
     claim_sessions,
     count_states,
-    reap_lost_trials,
     stored_trial,
-    study_lock,
-    trial_handle,
     worker_id,
 )
 from dmisearch.errors import DmisearchError, StudyMismatchError, StudyNotFoundError
 from dmisearch.objective import StudyData, TrialObjective, TrialPlan, make_context
 from dmisearch.preflight import check_architectures
-from dmisearch.seeding import derive_seed
 from dmisearch.storage import describe, open_storage, silence_optuna
 from dmisearch.study_file import StudySpec
+from dmisearch.telling import fail_interrupted, tell, tell_failed
 from dmisearch.trialinfo import (
     CONFIRM_SEEDS_ATTR,
     CONFIRMS_ATTR,
-    DUPLICATE_ATTR,
     FINISHED,
     IDENTITY_ATTR,
-    is_confirmation,
     is_search,
-    trial_config,
 )
 
 MAX_FAIL_STREAK = 10
@@ -80,8 +70,6 @@ POLL_INTERVAL = 2.0
 #: Trials asked for and trained together on a CUDA device when the study does not say.
 AUTO_BATCH_CUDA = 16
 SEARCH_ATTR = "dmisearch_search"
-#: Repeated proposals one claim answers before it asks a random sampler instead.
-DUPLICATE_PATIENCE = 8
 
 
 def stored_identity(spec: StudySpec) -> dict[str, Any]:
@@ -193,14 +181,6 @@ def study_complete(study: optuna.Study, spec: StudySpec) -> bool:
         spec.n_trials is not None and census.done >= spec.n_trials)
 
 
-def configurations_left(spec: StudySpec, census: Census) -> int | None:
-    """Configurations of the current space no trial has finished (None: unbounded)."""
-    size = spec.space_size()
-    if size is None:
-        return None
-    return size - sum(spec.reaches(t.params) for t in census.finished.values())
-
-
 def finished_count(study: optuna.Study) -> int:
     """Finished search trials (what ``n_trials`` counts)."""
     return count_states(study)[0]
@@ -274,156 +254,6 @@ def _note(frozen: optuna.trial.FrozenTrial, streak: list[str], bar: Any,
         on_trial(frozen)
 
 
-@dataclasses.dataclass
-class Claimed:
-    """What one claim hands a worker: plans to train, and trials it answered itself (a
-    reused duplicate, a plan that failed, a repeat of a running configuration)."""
-
-    plans: list[TrialPlan]
-    answered: list[optuna.trial.FrozenTrial]
-
-
-def claim(study: optuna.Study, spec: StudySpec, batch: int, asked: list[optuna.Trial],
-          objective: TrialObjective) -> Claimed | None:
-    """Under the study lock: reap lost trials, then ask for as many trials as the budget
-    leaves (at most ``batch``), each planned (its configuration chosen) and checked against
-    the configurations already finished or running. Once the search is done, the
-    confirmation trials it calls for. None: the study is done; no plans: wait for running
-    trials. Each trial also goes into ``asked`` as soon as it exists, so that an interrupt
-    before the list is returned still finds it (``fail_interrupted``)."""
-    with study_lock(spec.storage, spec.name):
-        reap_lost_trials(study, grace=spec.grace_period)
-        snapshot = study.get_trials(deepcopy=False)
-        census = Census.of(study, snapshot)
-        left = configurations_left(spec, census)
-        exhausted = left is not None and left <= 0
-        if exhausted or (spec.n_trials is not None and census.done >= spec.n_trials):
-            drop_unneeded_retries(study)
-            waiting = pending_confirmations(study, spec, snapshot)
-            if not waiting:
-                return Claimed([], []) if census.running_confirmations else None
-            want = min(batch, waiting)
-        else:
-            want = batch if spec.n_trials is None else (
-                spec.n_trials - census.done - census.running)
-            if left is not None:  # no more than the configurations left
-                want = min(want, left - len(census.busy))
-            want = min(batch, want)
-        if want <= 0:
-            return Claimed([], [])
-        before = {t.number for t in snapshot if t.state == TrialState.RUNNING}
-        try:
-            return _ask(study, spec, objective, want, asked, census)
-        except KeyboardInterrupt:  # perhaps inside an ask that had created its trial:
-            # under the lock only this worker asks, so every newly running trial is its own
-            with contextlib.suppress(Exception):  # else the reaper clears them later
-                fail_interrupted(study, [t for t in _running(study)
-                                         if t.number not in before])
-            raise
-
-
-@dataclasses.dataclass
-class Census:
-    """The study's search trials as one claim sees them."""
-
-    done: int  # finished search trials (what n_trials counts)
-    running: int  # running search trials
-    finished: dict[str, optuna.trial.FrozenTrial]  # configuration -> a finished trial of it
-    busy: dict[str, int]  # configuration -> a running or waiting trial of it
-    running_confirmations: int
-
-    @classmethod
-    def of(cls, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> Census:
-        done, running, _ = count_states(study, trials)
-        finished: dict[str, optuna.trial.FrozenTrial] = {}
-        busy: dict[str, int] = {}
-        confirming = 0
-        for t in trials:
-            if is_confirmation(t):
-                confirming += t.state in (TrialState.RUNNING, TrialState.WAITING)
-                continue
-            key = trial_config(t)
-            if key is None or not is_search(t):
-                continue
-            if t.state in FINISHED:
-                finished.setdefault(key, t)
-            elif t.state in (TrialState.RUNNING, TrialState.WAITING):
-                busy[key] = t.number
-        busy = {k: v for k, v in busy.items() if k not in finished}
-        return cls(done, running, finished, busy, confirming)
-
-
-def _ask(study: optuna.Study, spec: StudySpec, objective: TrialObjective, want: int,
-         asked: list[optuna.Trial], census: Census) -> Claimed:
-    """Ask until ``want`` trials have a configuration no other trial has (or the sampler
-    keeps repeating itself: then a random sampler is asked, and after that, give up for
-    now). Called under the study lock."""
-    out = Claimed([], [])
-    repeats = 0
-    sampler = study.sampler
-    try:
-        while len(out.plans) < want and len(asked) < 4 * (want + DUPLICATE_PATIENCE):
-            if repeats >= DUPLICATE_PATIENCE:  # the sampler is stuck on known points
-                study.sampler = optuna.samplers.RandomSampler(
-                    seed=derive_seed("repeat", spec.seed or 0, spec.session, len(asked)) % 2**32)
-            trial = study.ask()
-            asked.append(trial)
-            try:
-                plan = objective.plan(trial)
-            except Exception as exc:  # the run's failure streak decides whether to go on
-                out.answered.append(_tell_failed(study, trial, exc))
-                break
-            if plan.confirmation:
-                out.plans.append(plan)
-                continue
-            key = plan.config
-            if key in census.finished:
-                repeats += 1
-                out.answered.append(_reuse(study, trial, census.finished[key]))
-            elif key in census.busy:
-                repeats += 1
-                out.answered.append(_drop(study, trial, census.busy[key]))
-            else:
-                census.busy[key] = trial.number
-                out.plans.append(plan)
-    finally:
-        study.sampler = sampler
-    return out
-
-
-def _reuse(study: optuna.Study, trial: optuna.Trial, original: optuna.trial.FrozenTrial
-           ) -> optuna.trial.FrozenTrial:
-    """Answer a repeated proposal with the finished trial's result (so that the sampler
-    learns it) without training it again."""
-    trial.set_user_attr(DUPLICATE_ATTR, original.number)
-    if original.state == TrialState.COMPLETE:
-        return _tell(study, trial, original.value)
-    why = original.user_attrs.get("pruned_reason", "pruned")
-    trial.set_user_attr("pruned_reason", f"as trial {original.number}, the same "
-                                         f"configuration: {why}")
-    return _tell(study, trial, state=TrialState.PRUNED)
-
-
-def _drop(study: optuna.Study, trial: optuna.Trial, running: int) -> optuna.trial.FrozenTrial:
-    """A proposal of a configuration another trial is training: not trained twice."""
-    trial.set_user_attr(DUPLICATE_ATTR, running)
-    trial.set_user_attr("error", f"the configuration of trial {running}, still running: "
-                                 "not trained twice; another configuration was asked")
-    return _tell(study, trial, state=TrialState.FAIL)
-
-
-def drop_unneeded_retries(study: optuna.Study) -> None:
-    """Queued retries of lost search trials that the finished search no longer needs:
-    FAIL, with the reason (they would otherwise wait forever)."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if "retry_of" in t.user_attrs and is_search(t):
-            with contextlib.suppress(Exception):
-                storage, trial_id = trial_handle(study, t)
-                storage.set_trial_user_attr(
-                    trial_id, "error", "retry not needed: the study reached n_trials")
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
-
-
 def run_batch(study: optuna.Study, objective: TrialObjective, plans: list[TrialPlan]
               ) -> list[optuna.trial.FrozenTrial]:
     """Train ``plans`` together, tell each outcome (in trial order), while a heartbeat
@@ -443,55 +273,17 @@ def run_batch(study: optuna.Study, objective: TrialObjective, plans: list[TrialP
             objective.execute(plans)
         for p in plans:
             if p.outcome == "complete":
-                told[p.trial.number] = _tell(study, p.trial, p.value)
+                told[p.trial.number] = tell(study, p.trial, p.value)
             elif p.outcome == "pruned":
-                told[p.trial.number] = _tell(study, p.trial, state=TrialState.PRUNED)
+                told[p.trial.number] = tell(study, p.trial, state=TrialState.PRUNED)
             elif p.outcome == "reaped":  # as the reaper recorded it; its retry trains it
                 told[p.trial.number] = stored_trial(study, p.trial.number)
             else:
-                told[p.trial.number] = _tell_failed(study, p.trial, p.error)
+                told[p.trial.number] = tell_failed(study, p.trial, p.error)
     except KeyboardInterrupt:
         fail_interrupted(study, [t for t in trials if t.number not in told])
         raise
     return [told[t.number] for t in trials]
-
-
-def fail_interrupted(study: optuna.Study,
-                     trials: Sequence[optuna.Trial | optuna.trial.FrozenTrial]) -> None:
-    """Record each of ``trials`` still running as failed, "interrupted" (finished ones, told
-    before the interrupt, stay as they are). Best effort: a storage the interrupt left
-    unusable raises nothing here (the interrupt goes on), and the trials it could not
-    record stay RUNNING until another worker's reaper fails and retries them."""
-    for trial in trials:
-        with contextlib.suppress(Exception):
-            storage, trial_id = trial_handle(study, trial)
-            storage.set_trial_user_attr(
-                trial_id, "error", "interrupted (Ctrl-C or SIGTERM) while running")
-            study.tell(trial.number, state=TrialState.FAIL)
-
-
-def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-
-
-
-def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
-          state: TrialState | None = None) -> optuna.trial.FrozenTrial:
-    try:
-        return study.tell(trial, value, state=state)
-    except UpdateFinishedTrialError:  # reaped by another worker while this one was silent
-        return stored_trial(study, trial.number)
-
-
-def _tell_failed(study: optuna.Study, trial: optuna.Trial, exc: BaseException | None
-                 ) -> optuna.trial.FrozenTrial:
-    try:
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-        tb = "".join(traceback.format_exception(exc, limit=-8)) if exc is not None else ""
-        trial.set_user_attr("traceback", tb[-4000:])
-    except UpdateFinishedTrialError:
-        return stored_trial(study, trial.number)
-    return _tell(study, trial, state=TrialState.FAIL)
 
 
 def _fail_summary(spec: StudySpec, errors: list[str]) -> str:

@@ -174,7 +174,7 @@ def test_reaping_is_exact_and_idempotent(tiny_doc, registry):
     (waiting,) = study.get_trials(states=(TrialState.WAITING,))
     assert waiting.params == study.trials[stale.number].params
     assert waiting.user_attrs == {"retry_of": stale.number}
-    from dmisearch.runner import drop_unneeded_retries
+    from dmisearch.claims import drop_unneeded_retries
 
     drop_unneeded_retries(study)  # the study reached n_trials before the retry ran
     assert study.trials[waiting.number].state == TrialState.FAIL
