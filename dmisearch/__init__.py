@@ -28,14 +28,15 @@ from dmisearch.errors import DmisearchError, PluginError, StudyFileError, Unknow
 from dmisearch.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from dmisearch.plugins import Registry, load_registry
+    from dmisearch.plugins import load_registry
+    from dmisearch.registry import Registry
     from dmisearch.training import MinibatchAlgorithm
 
-#: Exports whose modules import torch (training) or Optuna (plugins): name -> module,
+#: Exports whose modules import torch (training) or Optuna (registry, plugins): name -> module,
 #: imported on first access (PEP 562), so that ``import dmisearch`` stays light.
 _LAZY = {
     "MinibatchAlgorithm": "dmisearch.training",
-    "Registry": "dmisearch.plugins",
+    "Registry": "dmisearch.registry",
     "load_registry": "dmisearch.plugins",
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 from dmisearch.components import Component, DataGenerator, DataInfo, Transform, augmented
 from dmisearch.data import Composed, check_split
 from dmisearch.errors import DmisearchError, did_you_mean
-from dmisearch.plugins import Entry, Registry
+from dmisearch.registry import Entry, Registry
 from dmisearch.space import coerce
 
 

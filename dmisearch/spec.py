@@ -14,7 +14,7 @@ import optuna
 from dmisearch.components import Component, DataInfo
 from dmisearch.data import Composed
 from dmisearch.metrics import Objective
-from dmisearch.plugins import Entry
+from dmisearch.registry import Entry
 from dmisearch.samplers import EXHAUSTIVE, Exhaustive, contains, session_seed, space_size
 from dmisearch.space import Dim, Fixed
 from dmisearch.space import describe as describe_dim

@@ -14,7 +14,7 @@ from dmisearch.data import Composed
 from dmisearch.errors import did_you_mean
 from dmisearch.factory import Problems, build_data
 from dmisearch.metrics import METRICS, Objective, default_metric
-from dmisearch.plugins import Entry, Registry
+from dmisearch.registry import Entry, Registry
 from dmisearch.schema import CURVE, DATA, OBJECTIVE
 from dmisearch.spec import Grid
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from dmisearch.errors import DmisearchError, StudyFileError
 from dmisearch.factory import Problems
-from dmisearch.plugins import Registry
+from dmisearch.registry import Registry
 from dmisearch.schema import DTYPES, ENGINES, SEARCH, SECTIONS, STUDY, tables
 from dmisearch.spec import Candidate, Confirm, Grid, Pluggable, StudySpec
 from dmisearch.storage import JOURNAL_LOCK_BREAK, journal_path, study_storage

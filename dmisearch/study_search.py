@@ -10,7 +10,7 @@ from typing import Any
 from dmisearch.components import Algorithm, Architecture, DataInfo, pair_problem
 from dmisearch.errors import did_you_mean
 from dmisearch.factory import Problems, lookup
-from dmisearch.plugins import Entry, Registry
+from dmisearch.registry import Entry, Registry
 from dmisearch.schema import SEARCH
 from dmisearch.space import Dim, corners, distribution_values, parse_override
 from dmisearch.spec import Candidate

@@ -211,6 +211,14 @@ class Abstract(Architecture):
     name = "abstract"
 
 
+@dataclasses.dataclass(kw_only=True)
+class NoKernel(Linear):
+    """Claims analytic kernels but inherits the base ``kernel``, which raises."""
+
+    name = "no_kernel"
+    provides = frozenset({"module", "nngp", "ntk"})
+
+
 @pytest.mark.parametrize("cls,expected", [
     (NotAComponent, "not a subclass of dmisearch.Architecture"),
     (NoName, "class attribute `name`"),
@@ -218,12 +226,36 @@ class Abstract(Architecture):
     (BadSpace, "names 'depth' which is not a constructor keyword"),
     (Reserved, "'transforms' is reserved"),
     (Abstract, "does not implement build"),
+    (NoKernel, "('no_kernel') provides nngp, ntk but does not implement kernel(x1, x2, kind)"),
 ])
 def test_malformed_classes_are_rejected_with_the_reason(cls, expected):
     assert expected in class_problem("architecture", cls)
     reg = load_registry(entry_points=False, plugins=[Plugin(cls)])
     assert reg.names("architecture") == []
     assert any(expected in p for p in reg.problems)
+
+
+def test_a_class_providing_kernels_is_accepted_once_it_implements_kernel():
+    """The kernel rule asks for ``kernel`` only: ``kernel_key``'s default (the class and
+    every hyperparameter) is a valid key for any architecture."""
+
+    @dataclasses.dataclass(kw_only=True)
+    class WithKernel(NoKernel):
+        name = "with_kernel"
+
+        def kernel(self, x1, x2, kind):
+            x2 = x1 if x2 is None else x2
+            return (x1.flatten(1) @ x2.flatten(1).T).double()
+
+    @dataclasses.dataclass(kw_only=True)
+    class ModuleOnly(NoKernel):  # takes the kernels out of provides instead
+        name = "module_only"
+        provides = frozenset({"module"})
+
+    for cls in (WithKernel, ModuleOnly):
+        assert class_problem("architecture", cls) is None
+        reg = load_registry(entry_points=False, plugins=[Plugin(cls)])
+        assert reg.names("architecture") == [cls.name]
 
 
 def test_a_refused_name_says_it_was_refused_and_why():

@@ -13,7 +13,7 @@ from dmisearch import factory
 from dmisearch.components import TASKS, Component, DataGenerator, DataInfo, Transform
 from dmisearch.data import check_split
 from dmisearch.errors import DmisearchError
-from dmisearch.plugins import class_problem
+from dmisearch.registry import class_problem
 from dmisearch.space import corners, suggest
 from dmisearch.testing.registration import registry_with
 from dmisearch.testing.support import _study_doc
