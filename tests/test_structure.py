@@ -267,3 +267,15 @@ def test_the_chain_of_a_heavy_import_is_named():
     assert heavy_chains(rows, HEAVY) == ["dmisearch -> dmisearch.training -> torch"]
     assert heavy_chains(rows[:1], HEAVY) == ["torch._C"]  # a submodule alone: itself
     assert heavy_chains([(0, "json")], HEAVY) == []
+
+
+def test_contributing_maps_every_module():
+    """CONTRIBUTING.md's map of the code names every module (a package by its folder), so a
+    reader finds any of them: a new module that the map leaves out fails here."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    missing = []
+    for path in project_files().values():
+        name = f"{path.parent.name}/" if path.name == "__init__.py" else path.name
+        if f"`{name}" not in text and f"{name}`" not in text:
+            missing.append(str(path.relative_to(ROOT)))
+    assert not missing, f"CONTRIBUTING.md's map of the code leaves out: {missing}"
