@@ -108,40 +108,62 @@ def parse_override(cls: type[Component], param: str, value: Any) -> Dim:
         value = {"choices": value}
     if not isinstance(value, dict):
         return Fixed(coerce(param, default, value))
+    if "choices" in value:
+        return _parse_choices(param, default, value)
+    log = _range_log(param, value)
+    if is_int:
+        return _parse_int_range(param, value, log)
+    return _parse_float_range(param, default, value, log)
+
+
+def _parse_choices(param: str, default: Any, value: dict) -> Categorical:
+    """``{choices = [...]}``: a categorical choice among values of ``default``'s type."""
     keys = set(value)
-    if "choices" in keys:
-        if keys != {"choices"}:
-            raise ValueError(f"{param}: a choice takes only 'choices', got keys {sorted(keys)}")
-        choices = value["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise ValueError(f"{param}: choices must be a non-empty list, got {choices!r}")
-        if len(set(map(repr, choices))) != len(choices):
-            raise ValueError(f"{param}: choices {choices!r} repeat a value")
-        checked = tuple(coerce(param, default, c) for c in choices)
-        for c in checked:
-            if not (c is None or isinstance(c, (bool, int, float, str))):
-                raise ValueError(f"{param}: choice {c!r} must be a number, string or bool")
-        return Categorical(checked)
+    if keys != {"choices"}:
+        raise ValueError(f"{param}: a choice takes only 'choices', got keys {sorted(keys)}")
+    choices = value["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise ValueError(f"{param}: choices must be a non-empty list, got {choices!r}")
+    if len(set(map(repr, choices))) != len(choices):
+        raise ValueError(f"{param}: choices {choices!r} repeat a value")
+    checked = tuple(coerce(param, default, c) for c in choices)
+    for c in checked:
+        if not (c is None or isinstance(c, (bool, int, float, str))):
+            raise ValueError(f"{param}: choice {c!r} must be a number, string or bool")
+    return Categorical(checked)
+
+
+def _range_log(param: str, value: dict) -> bool:
+    """Check a range's keys; its ``log`` flag (default false)."""
+    keys = set(value)
     allowed = {"low", "high", "log", "step"}
     if not keys >= {"low", "high"} or keys - allowed:
         raise ValueError(
             f"{param}: a range is {{low = ..., high = ..., log = false, step = ...}}; "
             f"got keys {sorted(keys)}"
         )
-    low, high = value["low"], value["high"]
     log = value.get("log", False)
     if not isinstance(log, bool):
         raise ValueError(f"{param}: log must be true or false, got {log!r}")
-    if is_int:
-        for k in ("low", "high"):
-            coerce(f"{param}.{k}", 0, value[k])
-        step = value.get("step", 1)
-        coerce(f"{param}.step", 0, step)
-        if low > high:
-            raise ValueError(f"{param}: low={low} is above high={high}; swap them")
-        if log and (low < 1 or step != 1):
-            raise ValueError(f"{param}: a log range of integers needs low >= 1 and step 1")
-        return Int(low, high, log=log, step=step)
+    return log
+
+
+def _parse_int_range(param: str, value: dict, log: bool) -> Int:
+    """``{low, high, step?, log?}`` of an integer parameter."""
+    low, high = value["low"], value["high"]
+    for k in ("low", "high"):
+        coerce(f"{param}.{k}", 0, value[k])
+    step = value.get("step", 1)
+    coerce(f"{param}.step", 0, step)
+    if low > high:
+        raise ValueError(f"{param}: low={low} is above high={high}; swap them")
+    if log and (low < 1 or step != 1):
+        raise ValueError(f"{param}: a log range of integers needs low >= 1 and step 1")
+    return Int(low, high, log=log, step=step)
+
+
+def _parse_float_range(param: str, default: Any, value: dict, log: bool) -> Float:
+    """``{low, high, step?, log?}`` of a float parameter (or one whose default is None)."""
     if default is not None and not isinstance(default, float):
         raise ValueError(
             f"{param} takes {_type_name(default)} values (default {default!r}); "
@@ -152,7 +174,7 @@ def parse_override(cls: type[Component], param: str, value: Any) -> Dim:
     step = value.get("step")
     if step is not None:
         coerce(f"{param}.step", 0.0, step)
-    low, high = float(low), float(high)
+    low, high = float(value["low"]), float(value["high"])
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{param}: low and high must be finite, got {low}, {high}")
     if low > high:
