@@ -308,14 +308,23 @@ class _Pools:
                             if len(p) < n else p for p in self.pools])
 
 
-def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
-    k = len(chunk)
-    first = chunk[0]
-    steps, batch = first.steps, first.batch
-    template, params, buffers = build_stacked(chunk, ctx)
-    params = {n: p.requires_grad_() for n, p in params.items()}
-    forward = first.model.forward_batched(template)
+@dataclasses.dataclass(frozen=True)
+class _ChunkData:
+    """A chunk's data on the device: stacked pools, each job's rows and minibatch order."""
 
+    x_pool: torch.Tensor  # (P, N, *shape) training inputs
+    x_index: torch.Tensor  # (K,) each job's pool
+    x_flat: torch.Tensor  # (P * N, *shape): minibatches are gathered from these rows
+    x_base: torch.Tensor  # (K, 1) each job's first row in x_flat
+    y_flat: torch.Tensor  # the same for the targets
+    y_base: torch.Tensor
+    order: torch.Tensor  # (K, steps, batch) each job's minibatches, as rows of its pool
+    tests: _Pools  # test inputs
+    test_index: torch.Tensor  # (K,) each job's test pool
+
+
+def _chunk_data(chunk: list[Member], ctx: RunContext, steps: int, batch: int) -> _ChunkData:
+    """The chunk's training and test data on ``ctx.device`` (placed there once)."""
     xs = _Pools([m.job.x_train for m in chunk])
     ys = _Pools([m.job.y_train for m in chunk])
     x_pool, y_pool = xs.stacked(), ys.stacked()  # (P, N, *shape), (P, N, ...)
@@ -327,18 +336,28 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
     y_base = torch.tensor(ys.index, device=ctx.device)[:, None] * y_pool.shape[1]
     order = torch.stack([batch_schedule(m.job.size, batch, steps, m.job.seed)
                          for m in chunk]).to(ctx.device)  # (K, steps, batch)
-    losses = torch.empty(steps, k, device=ctx.device, dtype=ctx.dtype)
     tests = _Pools([m.job.x_test for m in chunk])
     test_index = torch.tensor(tests.index, device=ctx.device)
-    rows = torch.arange(k, device=ctx.device)[:, None]
-    f0_train = f0_test = None
+    return _ChunkData(x_pool, xi, x_flat, x_base, y_flat, y_base, order, tests, test_index)
+
+
+def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
+    k = len(chunk)
+    first = chunk[0]
+    steps, batch = first.steps, first.batch
+    template, params, buffers = build_stacked(chunk, ctx)
+    params = {n: p.requires_grad_() for n, p in params.items()}
+    forward = first.model.forward_batched(template)
+    data = _chunk_data(chunk, ctx, steps, batch)
+    # what the step reads, as locals (no attribute look-ups per step)
+    x_flat, x_base, order = data.x_flat, data.x_base, data.order
+    y_flat, y_base = data.y_flat, data.y_base
+    losses = torch.empty(steps, k, device=ctx.device, dtype=ctx.dtype)
+    f0 = None
     if first.algo.center:  # the initial functions, subtracted throughout (see training.py)
-        template.eval()
-        with torch.no_grad():
-            f0_train = _predict(forward, params, buffers, x_pool, xi)  # (K, N, out)
-            f0_test = _predict(forward, params, buffers, tests.stacked(), test_index)
-        template.train()
-        f0_flat, f0_base = f0_train.flatten(0, 1), rows * f0_train.shape[1]
+        f0 = _initial_functions(template, forward, params, buffers, data)  # (train, test)
+        f0_flat = f0[0].flatten(0, 1)
+        f0_base = torch.arange(k, device=ctx.device)[:, None] * f0[0].shape[1]
     aug = first.algo.augmentation
 
     step_t = torch.zeros(1, dtype=torch.long, device=ctx.device)  # the step, on the device
@@ -350,7 +369,7 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
             xb = torch.stack([aug.augment(xb[j], augment_generator(m.job.seed, t))
                               for j, m in enumerate(chunk)])
         out = forward(params, buffers, xb)  # (K, batch, out)
-        if f0_train is not None:
+        if f0 is not None:
             out = out - _gather(f0_flat, f0_base, idx)
         return _job_losses(ctx.task, out, _gather(y_flat, y_base, idx))  # (K,)
 
@@ -367,8 +386,28 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
         losses.index_copy_(0, step_t, loss.detach()[None])
         step_t.add_(1)
 
+    _run_steps(step, opt, k, steps, ctx, graphable=aug is None)
+    return _final_predictions(chunk, template, forward, params, buffers, data, f0, losses)
+
+
+def _initial_functions(template: torch.nn.Module, forward: Callable, params: dict,
+                       buffers: dict, data: _ChunkData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each job's function at initialisation on its training and test pools, in evaluation
+    mode: ``(K, N, out)``, ``(K, N_test, out)``."""
+    template.eval()
+    with torch.no_grad():
+        f0_train = _predict(forward, params, buffers, data.x_pool, data.x_index)
+        f0_test = _predict(forward, params, buffers, data.tests.stacked(), data.test_index)
+    template.train()
+    return f0_train, f0_test
+
+
+def _run_steps(step: Callable[[int], None], opt: Any, k: int, steps: int, ctx: RunContext,
+               graphable: bool) -> None:
+    """``step(t)`` for each ``t`` in ``range(steps)``, checking the deadline; replayed from a
+    captured CUDA graph where possible (``graphable``: no augmentation draws on the host)."""
     run = step
-    if (ctx.cuda_graphs and _graphs_supported(ctx.device) and aug is None
+    if (ctx.cuda_graphs and _graphs_supported(ctx.device) and graphable
             and steps >= GRAPH_WARMUP + GRAPH_MIN_REPLAYS):
         run = StepGraph(step, ctx.device, lambda: getattr(opt, "capturable", False))
     with step_clock(k, steps, ctx.device):
@@ -378,11 +417,19 @@ def _train_chunk(chunk: list[Member], ctx: RunContext) -> list[Predictions]:
             run(t)
     del run  # a graph's memory pool goes with it
 
+
+def _final_predictions(chunk: list[Member], template: torch.nn.Module, forward: Callable,
+                       params: dict, buffers: dict, data: _ChunkData,
+                       f0: tuple[torch.Tensor, torch.Tensor] | None,
+                       losses: torch.Tensor) -> list[Predictions]:
+    """Each job's trained predictions (less its initial function ``f0``, if centred) and
+    losses; diverged if a loss or prediction is not finite."""
     template.eval()  # evaluation mode for predictions, as the loop does
     with torch.no_grad():
-        test_pred = _predict(forward, params, buffers, tests.stacked(), test_index)
-        train_pred = _predict(forward, params, buffers, x_pool, xi)
-        if f0_train is not None:
+        test_pred = _predict(forward, params, buffers, data.tests.stacked(), data.test_index)
+        train_pred = _predict(forward, params, buffers, data.x_pool, data.x_index)
+        if f0 is not None:
+            f0_train, f0_test = f0
             test_pred, train_pred = test_pred - f0_test, train_pred - f0_train
     tests_ = [test_pred[j, : len(m.job.x_test)] for j, m in enumerate(chunk)]
     trains = [train_pred[j, : m.job.size] for j, m in enumerate(chunk)]
