@@ -96,73 +96,18 @@ def _load(key: tuple, stamp: tuple, test_stamp: tuple | None) -> _Dataset:
     """Read, validate and prepare the files; cached per parameters and file stamps."""
     fd = FileData(**dict(key))
     where = f"file {fd.path!r}"
-    keys = {"x_key": fd.x_key, "y_key": fd.y_key, "target": fd.target}
-    train = read(stamp[0], where, tuple(fd.features), **keys)
-    raws = [train]
-    test = None
-    if test_stamp is not None:
-        twhere = f"test file {fd.test_path!r}"
-        table = os.path.splitext(test_stamp[0])[1].lower() != ".npz"
-        test = read(test_stamp[0], twhere,
-                    tuple(train.columns) if table and train.columns else (),
-                    origin=f"{where} uses it as a feature", **keys)
-        if test.x.shape[1] != train.x.shape[1]:
-            raise ValueError(
-                f"{twhere} has {test.x.shape[1]} features per sample but {where} has "
-                f"{train.x.shape[1]}; both files must hold the same features"
-            )
-        if test.text != train.text:
-            kinds = {True: "text", False: "numeric"}
-            raise ValueError(
-                f"{twhere} has {kinds[test.text]} targets but {where} has "
-                f"{kinds[train.text]} targets; use the same kind of labels in both files"
-            )
-        raws.append(test)
-    d = train.x.shape[1]
-
-    if fd.input_shape:
-        shape = tuple(int(s) for s in fd.input_shape)
-        if math.prod(shape) != d:
-            raise ValueError(
-                f"{where}: input_shape {list(shape)} holds {math.prod(shape)} numbers, but "
-                f"each sample has {d} features; choose a shape whose product is {d} (or "
-                f"leave input_shape out to infer it)"
-            )
-    elif len(train.sample_shape) >= 2:
-        shape = train.sample_shape
-    else:
-        shape = (1, d)
-
+    raws = _read_files(fd, stamp, test_stamp, where)
+    train = raws[0]
+    test = raws[1] if len(raws) > 1 else None
+    shape = _input_shape(fd, train, where)
     task = _task(fd, raws, where)
     classes = None
     if task == "classification":
-        labels = [r.y.reshape(len(r.y)) for r in raws]
-        uniq = np.unique(np.concatenate(labels))
-        if len(uniq) < 2:
-            raise ValueError(
-                f"{where}: classification needs at least 2 classes, but every target is "
-                f"{_examples(uniq)}"
-            )
-        ys = [np.searchsorted(uniq, lab).astype(np.int64) for lab in labels]
-        out_dim = len(uniq)
-        classes = tuple(v.item() if hasattr(v, "item") else v for v in uniq)
-        if not train.text and all(float(c).is_integer() for c in classes):
-            classes = tuple(int(c) for c in classes)
+        ys, out_dim, classes = _class_targets(raws, where)
     else:
-        ys = [r.y.reshape(len(r.y), -1).astype(np.float32) for r in raws]
+        ys = _regression_targets(fd, raws, where)
         out_dim = ys[0].shape[1]
-        if test is not None and ys[1].shape[1] != out_dim:
-            raise ValueError(
-                f"test file {fd.test_path!r} has {ys[1].shape[1]} targets per sample but "
-                f"{where} has {out_dim}; both files must hold the same targets"
-            )
-
-    xs = [r.x for r in raws]
-    if fd.standardize:
-        mean, std = train.x.mean(axis=0), train.x.std(axis=0)
-        std = np.where(std > 0, std, 1.0)  # a constant feature is only centred
-        xs = [(x - mean) / std for x in xs]
-    xs = [x.astype(np.float32).reshape(len(x), *shape) for x in xs]
+    xs = _inputs(fd, raws, shape)
     for a in (*xs, *ys):
         a.setflags(write=False)
     info = DataInfo(input_shape=tuple(int(s) for s in shape), task=task,  # type: ignore[arg-type]
@@ -174,6 +119,89 @@ def _load(key: tuple, stamp: tuple, test_stamp: tuple | None) -> _Dataset:
         y_test=ys[1] if test is not None else None,
         info=info, classes=classes,
     )
+
+
+def _read_files(fd: FileData, stamp: tuple, test_stamp: tuple | None, where: str) -> list[Raw]:
+    """The train file, then the test file if any, checked to hold the same kind of data."""
+    keys = {"x_key": fd.x_key, "y_key": fd.y_key, "target": fd.target}
+    train = read(stamp[0], where, tuple(fd.features), **keys)
+    if test_stamp is None:
+        return [train]
+    twhere = f"test file {fd.test_path!r}"
+    table = os.path.splitext(test_stamp[0])[1].lower() != ".npz"
+    test = read(test_stamp[0], twhere,
+                tuple(train.columns) if table and train.columns else (),
+                origin=f"{where} uses it as a feature", **keys)
+    if test.x.shape[1] != train.x.shape[1]:
+        raise ValueError(
+            f"{twhere} has {test.x.shape[1]} features per sample but {where} has "
+            f"{train.x.shape[1]}; both files must hold the same features"
+        )
+    if test.text != train.text:
+        kinds = {True: "text", False: "numeric"}
+        raise ValueError(
+            f"{twhere} has {kinds[test.text]} targets but {where} has "
+            f"{kinds[train.text]} targets; use the same kind of labels in both files"
+        )
+    return [train, test]
+
+
+def _input_shape(fd: FileData, train: Raw, where: str) -> tuple[int, ...]:
+    """One sample's shape: ``input_shape``, else the file's (``.npz``), else ``(1, d)``."""
+    d = train.x.shape[1]
+    if fd.input_shape:
+        shape = tuple(int(s) for s in fd.input_shape)
+        if math.prod(shape) != d:
+            raise ValueError(
+                f"{where}: input_shape {list(shape)} holds {math.prod(shape)} numbers, but "
+                f"each sample has {d} features; choose a shape whose product is {d} (or "
+                f"leave input_shape out to infer it)"
+            )
+        return shape
+    if len(train.sample_shape) >= 2:
+        return train.sample_shape
+    return (1, d)
+
+
+def _class_targets(raws: list[Raw], where: str) -> tuple[list[np.ndarray], int, tuple]:
+    """Class indices per file (into the sorted labels of all files), the number of
+    classes and each class's label."""
+    labels = [r.y.reshape(len(r.y)) for r in raws]
+    uniq = np.unique(np.concatenate(labels))
+    if len(uniq) < 2:
+        raise ValueError(
+            f"{where}: classification needs at least 2 classes, but every target is "
+            f"{_examples(uniq)}"
+        )
+    ys = [np.searchsorted(uniq, lab).astype(np.int64) for lab in labels]
+    classes = tuple(v.item() if hasattr(v, "item") else v for v in uniq)
+    if not raws[0].text and all(float(c).is_integer() for c in classes):
+        classes = tuple(int(c) for c in classes)
+    return ys, len(uniq), classes
+
+
+def _regression_targets(fd: FileData, raws: list[Raw], where: str) -> list[np.ndarray]:
+    """Targets per file as ``(n, out_dim)`` float32, the same ``out_dim`` in both files."""
+    ys = [r.y.reshape(len(r.y), -1).astype(np.float32) for r in raws]
+    out_dim = ys[0].shape[1]
+    if len(ys) > 1 and ys[1].shape[1] != out_dim:
+        raise ValueError(
+            f"test file {fd.test_path!r} has {ys[1].shape[1]} targets per sample but "
+            f"{where} has {out_dim}; both files must hold the same targets"
+        )
+    return ys
+
+
+def _inputs(fd: FileData, raws: list[Raw], shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Inputs per file as float32 samples of ``shape``, standardised with the train file's
+    mean and deviation if ``fd.standardize``."""
+    xs = [r.x for r in raws]
+    if fd.standardize:
+        train = raws[0]
+        mean, std = train.x.mean(axis=0), train.x.std(axis=0)
+        std = np.where(std > 0, std, 1.0)  # a constant feature is only centred
+        xs = [(x - mean) / std for x in xs]
+    return [x.astype(np.float32).reshape(len(x), *shape) for x in xs]
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pandas is imported when a table is read
+    import pandas as pd
 
 EXTENSIONS = (".npz", ".csv", ".parquet")
 
@@ -55,6 +59,32 @@ def file_stamp(path: str, where: str) -> tuple[str, int, int]:
 
 
 def _read_npz(full: str, where: str, x_key: str, y_key: str) -> Raw:
+    x, y = _npz_arrays(full, where, x_key, y_key)
+    if x.ndim < 2:
+        raise ValueError(
+            f"{where}: array {x_key!r} has shape {x.shape}; it needs one row per sample, "
+            f"(n, d) or (n, C, L) or (n, C, H, W) (for one feature, save X.reshape(-1, 1))"
+        )
+    if x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{where}: array {x_key!r} has dtype {x.dtype}; the inputs must be numeric"
+        )
+    if y.ndim not in (1, 2):
+        raise ValueError(
+            f"{where}: array {y_key!r} has shape {y.shape}; targets are (n,) or (n, k)"
+        )
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{where}: {x_key!r} has {x.shape[0]} rows but {y_key!r} has {y.shape[0]}; "
+            f"they need one target per sample"
+        )
+    y, text = _npz_targets(y, where, y_key)
+    return Raw(x.reshape(len(x), -1).astype(np.float64), tuple(x.shape[1:]), y, text, y_key,
+                None)
+
+
+def _npz_arrays(full: str, where: str, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays ``x_key`` and ``y_key`` of an ``.npz`` file, loaded without pickle."""
     try:
         npz = np.load(full, allow_pickle=False)
     except Exception as exc:  # not a zip, truncated, pickled...
@@ -80,25 +110,12 @@ def _read_npz(full: str, where: str, x_key: str, y_key: str) -> Raw:
                     f"{where}: array {key!r} cannot be loaded without pickle ({exc}); save "
                     f"it as numbers (or, for labels, strings: y.astype(str))"
                 ) from None
-    x, y = arrays[x_key], arrays[y_key]
-    if x.ndim < 2:
-        raise ValueError(
-            f"{where}: array {x_key!r} has shape {x.shape}; it needs one row per sample, "
-            f"(n, d) or (n, C, L) or (n, C, H, W) (for one feature, save X.reshape(-1, 1))"
-        )
-    if x.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{where}: array {x_key!r} has dtype {x.dtype}; the inputs must be numeric"
-        )
-    if y.ndim not in (1, 2):
-        raise ValueError(
-            f"{where}: array {y_key!r} has shape {y.shape}; targets are (n,) or (n, k)"
-        )
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{where}: {x_key!r} has {x.shape[0]} rows but {y_key!r} has {y.shape[0]}; "
-            f"they need one target per sample"
-        )
+    return arrays[x_key], arrays[y_key]
+
+
+def _npz_targets(y: np.ndarray, where: str, y_key: str) -> tuple[np.ndarray, bool]:
+    """An ``.npz`` file's targets as text labels (decoded from bytes) or float64 numbers,
+    and whether they are text."""
     if y.dtype.kind == "S":
         y = np.char.decode(y, "utf-8")
     if y.dtype.kind == "U":
@@ -106,19 +123,36 @@ def _read_npz(full: str, where: str, x_key: str, y_key: str) -> Raw:
             raise ValueError(
                 f"{where}: text labels {y_key!r} must be one per row, shape (n,), got {y.shape}"
             )
-        text = True
-    elif y.dtype.kind in "biuf":
-        y, text = y.astype(np.float64), False
-    else:
-        raise ValueError(
-            f"{where}: array {y_key!r} has dtype {y.dtype}; targets must be numbers or text"
-        )
-    return Raw(x.reshape(len(x), -1).astype(np.float64), tuple(x.shape[1:]), y, text, y_key,
-                None)
+        return y, True
+    if y.dtype.kind in "biuf":
+        return y.astype(np.float64), False
+    raise ValueError(
+        f"{where}: array {y_key!r} has dtype {y.dtype}; targets must be numbers or text"
+    )
 
 
 def _read_table(full: str, ext: str, where: str, target: str,
                 features: tuple[str, ...], origin: str) -> Raw:
+    import pandas as pd
+
+    df = _read_frame(full, ext, where)
+    chosen = _feature_columns(list(df.columns), where, target, features, origin)
+    bad = [f"{c} ({df[c].dtype})" for c in chosen
+           if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    if bad:
+        raise ValueError(
+            f"{where}: feature columns must be numeric; not numeric: {', '.join(bad)}; encode "
+            f"them as numbers (e.g. one-hot columns) or choose the inputs with "
+            f"features = [...]"
+        )
+    x = df[chosen].to_numpy(dtype=np.float64, na_value=np.nan)
+    y, text = _table_targets(df[target], where, target)
+    return Raw(x, (len(chosen),), y, text, target, tuple(chosen))
+
+
+def _read_frame(full: str, ext: str, where: str) -> pd.DataFrame:
+    """A ``.csv`` or ``.parquet`` file as a data frame with at least one row and its column
+    names as strings."""
     import pandas as pd
 
     if ext == ".parquet":
@@ -142,7 +176,12 @@ def _read_table(full: str, ext: str, where: str, target: str,
     if len(df) == 0:
         raise ValueError(f"{where} holds no samples (0 rows)")
     df.columns = [str(c) for c in df.columns]
-    columns = list(df.columns)
+    return df
+
+
+def _feature_columns(columns: list[str], where: str, target: str,
+                     features: tuple[str, ...], origin: str) -> list[str]:
+    """The input columns: ``features`` if given (``origin``: why), else all but the target."""
     if target not in columns:
         raise ValueError(
             f"{where} has no target column {target!r}; its columns are {columns}; set "
@@ -160,36 +199,30 @@ def _read_table(full: str, ext: str, where: str, target: str,
                 f"{where}: the target column {target!r} is also listed in features; "
                 f"remove it from features"
             )
-        chosen = list(features)
-    else:
-        chosen = [c for c in columns if c != target]
-        if not chosen:
-            raise ValueError(
-                f"{where} has no feature columns: its only column is the target {target!r}"
-            )
-    bad = [f"{c} ({df[c].dtype})" for c in chosen
-           if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
-    if bad:
+        return list(features)
+    chosen = [c for c in columns if c != target]
+    if not chosen:
         raise ValueError(
-            f"{where}: feature columns must be numeric; not numeric: {', '.join(bad)}; encode "
-            f"them as numbers (e.g. one-hot columns) or choose the inputs with "
-            f"features = [...]"
+            f"{where} has no feature columns: its only column is the target {target!r}"
         )
-    x = df[chosen].to_numpy(dtype=np.float64, na_value=np.nan)
-    col = df[target]
+    return chosen
+
+
+def _table_targets(col: pd.Series, where: str, target: str) -> tuple[np.ndarray, bool]:
+    """A table's target column as float64 numbers (booleans 0/1) or text labels, and
+    whether they are text."""
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-        y = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        text = False
-    else:  # strings, categories or mixed objects: text labels
-        missing_y = col.isna().to_numpy()
-        if missing_y.any():
-            raise ValueError(
-                f"{where}: {_rows(missing_y)} have no value in the target column {target!r}; "
-                f"remove those rows"
-            )
-        y = np.asarray(col.astype(str).to_numpy(), dtype=str)
-        text = True
-    return Raw(x, (len(chosen),), y, text, target, tuple(chosen))
+        return col.to_numpy(dtype=np.float64, na_value=np.nan), False
+    # strings, categories or mixed objects: text labels
+    missing_y = col.isna().to_numpy()
+    if missing_y.any():
+        raise ValueError(
+            f"{where}: {_rows(missing_y)} have no value in the target column {target!r}; "
+            f"remove those rows"
+        )
+    return np.asarray(col.astype(str).to_numpy(), dtype=str), True
 
 
 def read(full: str, where: str, features: tuple[str, ...],
