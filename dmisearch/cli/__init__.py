@@ -21,6 +21,7 @@ from typing import Any
 from dmisearch.cli.commands import (
     cmd_new_plugin,
     cmd_plugins,
+    cmd_predict,
     cmd_probe,
     cmd_report,
     cmd_rerun,
@@ -68,7 +69,7 @@ def _apply_threads(args: argparse.Namespace) -> None:
                                  "set a positive integer, or unset it") from None
         if n < 1:
             raise DmisearchError(f"{ENV_THREADS}={env!r} must be >= 1")
-    if args.func in (cmd_run, cmd_worker, cmd_rerun, cmd_probe):
+    if args.func in (cmd_run, cmd_worker, cmd_rerun, cmd_probe, cmd_predict):
         import torch
 
         torch.set_num_threads(n)
@@ -125,6 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "ENV_THREADS", "build_parser", "cmd_new_plugin", "cmd_plugins", "cmd_probe", "cmd_report",
-    "cmd_rerun", "cmd_run", "cmd_worker", "main",
+    "ENV_THREADS", "build_parser", "cmd_new_plugin", "cmd_plugins", "cmd_predict", "cmd_probe",
+    "cmd_report", "cmd_rerun", "cmd_run", "cmd_worker", "main",
 ]

@@ -158,6 +158,23 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import sys
+
+    from dmisearch.predict import format_table, predict, stderr_progress, target_name
+
+    spec = _load(args)
+    preds = predict(spec, pool=args.pool, kinds=args.kind, seed=args.data_seed, device=args.device,
+                    progress=stderr_progress(not args.json or sys.stderr.isatty()))
+    if args.json:
+        for rank, p in enumerate(preds, 1):
+            for record in p.records(rank, target_name(spec)):
+                print(json.dumps(record))
+    else:
+        print(format_table(spec, preds))
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from dmisearch.hookspecs import REGISTER_HOOKS
 

@@ -12,6 +12,7 @@ from typing import Any
 from dmisearch.cli.commands import (
     cmd_new_plugin,
     cmd_plugins,
+    cmd_predict,
     cmd_probe,
     cmd_report,
     cmd_rerun,
@@ -49,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"dmisearch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_run, _add_worker, _add_report, _add_rerun, _add_plugins, _add_new_plugin,
-                _add_probe):
+    for add in (_add_run, _add_worker, _add_report, _add_rerun, _add_predict, _add_plugins,
+                _add_new_plugin, _add_probe):
         add(sub, common)
     return parser
 
@@ -175,6 +176,38 @@ def _add_rerun(sub: Any, common: argparse.ArgumentParser) -> None:
     rerun.add_argument("--storage", metavar="URL", help="the study's storage")
     rerun.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     rerun.set_defaults(func=cmd_rerun)
+
+
+def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``dmisearch predict``."""
+    predict = sub.add_parser(
+        "predict", parents=[common],
+        help="predict the kernel learners' learning curves before training",
+        description="For every architecture of STUDY.toml with an analytic kernel (nngp, "
+                    "ntk), predict kernel ridge regression's test error at each size of the "
+                    "study's curve from the kernel's spectrum on a pool of the study's own "
+                    "training data, and rank the architectures by the predicted aulc. "
+                    "Classification is predicted through one-hot targets (their mean "
+                    "squared error, not the error rate). docs/theory.md has the theory.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    predict.add_argument("study", metavar="STUDY.toml", help="the study's file")
+    predict.add_argument("--pool", type=_int_at_least_2, metavar="N",
+                         help="training inputs whose Gram matrix gives the spectrum (default: "
+                              "4x the largest size, at least 1000, within the data)")
+    predict.add_argument("--kind", action="append", choices=("nngp", "ntk"),
+                         help="kernel to predict (repeatable; default: the study's kernel "
+                              "algorithms, else ntk)")
+    predict.add_argument("--data-seed", type=_nonneg_int, default=0, metavar="SEED",
+                         help="data seed of the pool (default 0: the study's first draw)")
+    predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    predict.add_argument("--json", action="store_true",
+                         help="one JSON record per (model, algorithm, size)")
+    predict.set_defaults(func=cmd_predict, storage=None)
+
+
+def _int_at_least_2(text: str) -> int:
+    return _int_at_least(text, 2)
 
 
 def _add_plugins(sub: Any, common: argparse.ArgumentParser) -> None:
