@@ -252,9 +252,9 @@ def test_plugin_manager_accepts_the_module():
     assert reg.get("data", "teacher") is Teacher and reg.get("data", "digits") is Digits
 
 
-def test_register_hook_registers_all_four():
+def test_register_hook_registers_all_five():
     got = []
     builtin_data.register_data_generators(register=got.append)
     assert got[:2] == [Teacher, Digits]
-    assert [c.name for c in got] == ["teacher", "digits", "patches", "file"]
+    assert [c.name for c in got] == ["teacher", "digits", "patches", "file", "mnist1d"]
     assert all(c.summary() for c in got)

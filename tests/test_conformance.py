@@ -42,6 +42,8 @@ def instances(kind: str, tmp_path_factory=None):
 def build(kind: str, name: str, tmp_path_factory) -> object:
     cls = next(e.cls for e in BUILTIN if (e.kind, e.name) == (kind, name))
     params = dict(SMALL.get((kind, name), {}))
+    if (kind, name) == ("data", "mnist1d"):  # its data come from the optional package
+        pytest.importorskip("mnist1d", reason='needs pip install "dmisearch[mnist1d]"')
     if (kind, name) == ("data", "file"):  # a real file: 60 samples of a 2-class problem
         path = tmp_path_factory.mktemp("filedata") / "data.npz"
         rng = np.random.default_rng(0)

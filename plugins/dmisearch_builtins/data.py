@@ -254,7 +254,8 @@ class Digits(DataGenerator):
 @hookimpl
 def register_data_generators(register):
     from dmisearch_builtins.data_files import FileData
+    from dmisearch_builtins.data_mnist1d import MNIST1D
     from dmisearch_builtins.data_patches import Patches
 
-    for cls in (Teacher, Digits, Patches, FileData):
+    for cls in (Teacher, Digits, Patches, FileData, MNIST1D):
         register(cls)
