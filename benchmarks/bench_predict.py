@@ -61,11 +61,16 @@ def run_case(name, args, registry):
     data = make_data(registry, data_name, params)
     info = data.describe()
     classes = info.out_dim if info.task == "classification" else None
-    n_meas = args.measure
-    total = args.pool * args.pools + n_meas
-    if info.n_available is not None:
-        total = min(total, info.n_available)
-        n_meas = total - args.pool * args.pools
+    pool, pools, n_meas = args.pool, args.pools, args.measure
+    # a fixed data set: what its test set leaves (unless its test split is separate)
+    have = info.n_available
+    if have is not None and info.n_test_available is None:
+        have -= args.test
+    if have is not None and pool * pools + n_meas > have:
+        # one pool of at most half of it, the rest to measure on
+        pool, pools = min(pool, have // 2), 1
+        n_meas = have - pool
+    total = pool * pools + n_meas
     split = data.sample(total, args.test, 0)
     model = make_model(registry, arch, {})
     t = time.monotonic()
@@ -74,18 +79,18 @@ def run_case(name, args, registry):
     k_test = model.kernel(split.x_test.double(), x, kind).numpy()
     seconds = time.monotonic() - t
     y, y_test = one_hot(split.y_train, classes), one_hot(split.y_test, classes)
-    sizes = [s for s in args.sizes if s <= min(args.pool // 4, n_meas // 2)]
-    lo = args.pool * args.pools
+    sizes = [s for s in args.sizes if s <= min(pool // 4, n_meas // 2)]
+    lo = pool * pools
     meas, se = measured(k[lo:, lo:], k_test[:, lo:], y[lo:], y_test, sizes, args.ridge,
                         args.seeds, np.random.default_rng(1))
     print(f"# {name}: {total} + {args.test} inputs, kernels {seconds:.1f} s, measured on "
           f"{n_meas} held-out samples, {args.seeds} training sets per size", flush=True)
-    for j in range(args.pools):
-        sl = slice(j * args.pool, (j + 1) * args.pool)
+    for j in range(pools):
+        sl = slice(j * pool, (j + 1) * pool)
         spectra = PoolSpectra.from_gram(k[sl, sl], y[sl])
         for p, m, s in zip(sizes, meas, se, strict=True):
             e, plain = spectra.error(p, args.ridge), spectra.plain_error(p, args.ridge)
-            print(f"{name:26s} pool{j} N={args.pool:5d} n={p:4d} (N/{args.pool / p:4.1f}) "
+            print(f"{name:26s} pool{j} N={pool:5d} n={p:4d} (N/{pool / p:4.1f}) "
                   f"predicted {e:9.4g} measured {m:9.4g} +- {s:7.2g} rel {e / m - 1:+7.3f} "
                   f"plain {plain / m - 1:+7.3f}", flush=True)
 
