@@ -22,7 +22,7 @@ import torch
 
 from dmisearch.plugins import load_registry
 from dmisearch.probe import make_data, make_model
-from dmisearch.theory import PoolSpectra
+from dmisearch.theory import PoolSpectra, measured_curve
 
 #: name -> (data spec, data params, kernel architecture, kernel kind, classification)
 CASES = {
@@ -40,20 +40,6 @@ def one_hot(y: torch.Tensor, classes: int | None) -> np.ndarray:
     if classes is None:
         return y.double().reshape(len(y), -1).numpy()
     return torch.nn.functional.one_hot(y, classes).double().numpy()
-
-
-def measured(k, k_test, y, y_test, sizes, ridge, seeds, rng):
-    means, ses = [], []
-    for p in sizes:
-        errs = []
-        for _ in range(seeds):
-            idx = rng.choice(len(k), p, replace=False)
-            kk = k[np.ix_(idx, idx)]
-            a = np.linalg.solve(kk + ridge * np.mean(np.diag(kk)) * np.eye(p), y[idx])
-            errs.append(np.mean(((k_test[:, idx] @ a - y_test) ** 2).sum(1)))
-        means.append(np.mean(errs))
-        ses.append(np.std(errs, ddof=1) / np.sqrt(seeds))
-    return np.array(means), np.array(ses)
 
 
 def run_case(name, args, registry):
@@ -81,7 +67,7 @@ def run_case(name, args, registry):
     y, y_test = one_hot(split.y_train, classes), one_hot(split.y_test, classes)
     sizes = [s for s in args.sizes if s <= min(pool // 4, n_meas // 2)]
     lo = pool * pools
-    meas, se = measured(k[lo:, lo:], k_test[:, lo:], y[lo:], y_test, sizes, args.ridge,
+    meas, se = measured_curve(k[lo:, lo:], k_test[:, lo:], y[lo:], y_test, sizes, args.ridge,
                         args.seeds, np.random.default_rng(1))
     print(f"# {name}: {total} + {args.test} inputs, kernels {seconds:.1f} s, measured on "
           f"{n_meas} held-out samples, {args.seeds} training sets per size", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 
@@ -162,9 +163,18 @@ def test_seed_checks_name_the_parameter():
 # --------------------------------------------------------------------------------------------
 
 
-def test_composed_digits_permute_keeps_pixel_multisets():
-    plain = Digits().sample(200, 100, seed=9)
-    comp = Composed(base=Digits(), transforms=(Permute(),))
+def _mnist1d():
+    from dmisearch_builtins.data_mnist1d import MNIST1D
+
+    return MNIST1D()
+
+
+@pytest.mark.parametrize("make", [Digits, pytest.param(_mnist1d, marks=pytest.mark.skipif(
+    importlib.util.find_spec("mnist1d") is None, reason='needs pip install "dmisearch[mnist1d]"'
+))], ids=["digits", "mnist1d"])
+def test_composed_fixed_data_permute_keeps_pixel_multisets(make):
+    plain = make().sample(200, 100, seed=9)
+    comp = Composed(base=make(), transforms=(Permute(),))
     s = comp.sample(200, 100, seed=9)
     assert check_split(s, comp.describe(), 200, 100) is None
     for a, b in ((plain.x_train, s.x_train), (plain.x_test, s.x_test)):

@@ -14,13 +14,12 @@ import pytest
 import torch
 
 from dmisearch.components import DataInfo
-from dmisearch.data import Composed, check_split
+from dmisearch.data import check_split
 from dmisearch.errors import StudyFileError
 from dmisearch.plugins import load_registry
 from dmisearch.study_file import build_spec, load_study
 from dmisearch_builtins import data_mnist1d
 from dmisearch_builtins.data_mnist1d import MNIST1D
-from dmisearch_builtins.transforms import Permute
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALLED = importlib.util.find_spec("mnist1d") is not None
@@ -144,19 +143,6 @@ def test_too_many_samples():
         MNIST1D().sample(10, 1001, seed=0)
     with pytest.raises(ValueError, match="n_test"):
         MNIST1D().sample(10, -1, seed=0)
-
-
-@needs_package
-def test_permute_composes_with_it():
-    plain = MNIST1D().sample(200, 100, seed=9)
-    comp = Composed(base=MNIST1D(), transforms=(Permute(),))
-    s = comp.sample(200, 100, seed=9)
-    assert check_split(s, comp.describe(), 200, 100) is None
-    for a, b in ((plain.x_train, s.x_train), (plain.x_test, s.x_test)):
-        assert not torch.equal(a, b)
-        assert torch.equal(a.reshape(len(a), -1).sort(dim=1).values,
-                           b.reshape(len(b), -1).sort(dim=1).values)
-    assert torch.equal(plain.y_train, s.y_train)
 
 
 @needs_package

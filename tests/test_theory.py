@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import dump_toml
 
+from dmisearch import theory
 from dmisearch.errors import DmisearchError
 from dmisearch.theory import PoolSpectra, Spectrum, SpectrumError, generalisation_error, kappa
 
@@ -21,22 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TOLERANCE = 0.10
 
 
-def measured_curve(k: np.ndarray, k_test: np.ndarray, y: np.ndarray, y_test: np.ndarray,
-                   sizes: list[int], ridge: float, seeds: int, rng: np.random.Generator
-                   ) -> np.ndarray:
-    """Kernel ridge regression as the ``ntk`` algorithm runs it (``lam = ridge * mean diag``),
-    on ``seeds`` random training sets of each size drawn from a large sample: the mean test
-    MSE (summed over outputs)."""
-    out = []
-    for p in sizes:
-        errs = []
-        for _ in range(seeds):
-            idx = rng.choice(len(k), p, replace=False)
-            kk = k[np.ix_(idx, idx)]
-            alpha = np.linalg.solve(kk + ridge * np.mean(np.diag(kk)) * np.eye(p), y[idx])
-            errs.append(np.mean(((k_test[:, idx] @ alpha - y_test) ** 2).sum(1)))
-        out.append(np.mean(errs))
-    return np.asarray(out)
+def measured_curve(*args, **kw) -> np.ndarray:
+    return theory.measured_curve(*args, **kw)[0]
 
 
 def test_kappa_solves_its_equation_and_the_limits_hold():
