@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -82,6 +84,7 @@ def test_docs_name_every_study_file_section_and_key():
             assert f"`{key}`" in doc, f"[{section}] {key} is undocumented"
 
 
+@pytest.mark.slow  # about a minute: it runs four benchmark scripts
 def test_benchmark_scripts_run():
     """Smoke test: the benchmarks stay runnable (their numbers live in RESULTS.md)."""
     import subprocess
