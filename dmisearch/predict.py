@@ -27,6 +27,7 @@ from optuna.distributions import FloatDistribution
 from dmisearch.errors import DmisearchError
 from dmisearch.factory import Problems, instantiate
 from dmisearch.metrics import aulc as aulc_of
+from dmisearch.metrics import floor_for
 from dmisearch.objective import resolve_device
 from dmisearch.seeding import derive_seed
 from dmisearch.space import Fixed
@@ -58,7 +59,6 @@ class KernelPrediction:
     baseline: float
     pool: int
     spectrum: Spectrum
-    seconds: float
 
     @property
     def modes_90(self) -> int:
@@ -69,7 +69,7 @@ class KernelPrediction:
         return [{"model": self.model, "algorithm": self.algorithm, "size": n,
                  "predicted_error": e, "predicted_aulc": self.aulc, "rank": rank,
                  "ridge": self.ridge, "pool": self.pool, "modes_90": self.modes_90,
-                 "baseline_error": self.baseline, "target": target}
+                 "baseline_error": self.baseline, "target": target, "params": self.params}
                 for n, e in zip(self.sizes, self.errors, strict=True)]
 
 
@@ -89,13 +89,20 @@ def kernel_pairs(spec: StudySpec, kinds: Sequence[str] | None = None
 def default_pool(spec: StudySpec) -> int:
     """``max(MIN_POOL, POOL_PER_SIZE x the largest size)``, within the data available."""
     want = max(MIN_POOL, POOL_PER_SIZE * spec.grid.sizes[-1])
-    n = spec.info.n_available
+    n = pool_limit(spec)
     return want if n is None else min(want, n)
+
+
+def pool_limit(spec: StudySpec) -> int | None:
+    """The largest pool the data can give (None: unbounded): the draw's one test sample
+    comes from the same data unless the data has a fixed test split."""
+    n = spec.info.n_available
+    return n - 1 if n is not None and spec.info.n_test_available is None else n
 
 
 def check_pool(spec: StudySpec, pool: int, device: torch.device) -> None:
     """Refuse, before any kernel, a pool the data cannot give or the memory cannot hold."""
-    n = spec.info.n_available
+    n = pool_limit(spec)
     if pool < 2:
         raise DmisearchError(f"--pool {pool}: the pool needs at least 2 inputs")
     if n is not None and pool > n:
@@ -151,7 +158,6 @@ def ridges(algo: Candidate | None) -> list[float]:
 def predict_pair(model: Candidate, kind: str, algo: Candidate | None, x: torch.Tensor,
                  y: np.ndarray, sizes: Sequence[int], device: torch.device) -> KernelPrediction:
     """One pair's prediction at the ridge (among :func:`ridges`) with the lowest aulc."""
-    start = time.monotonic()
     arch = _component(model)
     gram = arch.kernel(x.to(device), None, kind).double().cpu().numpy()
     spectra = PoolSpectra.from_gram(gram, y)
@@ -159,7 +165,8 @@ def predict_pair(model: Candidate, kind: str, algo: Candidate | None, x: torch.T
     best = None
     for r in ridges(algo):
         errors = tuple(spectra.error(n, r) for n in sizes)
-        score = aulc_of(np.asarray(sizes), np.asarray(errors), baseline, baseline * 1e-12)
+        score = aulc_of(np.asarray(sizes), np.asarray(errors), baseline,
+                        floor_for("mse", 1, baseline))
         if best is None or score < best[0]:
             best = (score, r, errors)
     assert best is not None
@@ -167,7 +174,7 @@ def predict_pair(model: Candidate, kind: str, algo: Candidate | None, x: torch.T
         model=model.cls.name, algorithm=algo.cls.name if algo else kind,
         params=arch.get_params(), ridge=best[1], sizes=tuple(sizes), errors=best[2],
         aulc=best[0], baseline=baseline, pool=len(gram), spectrum=spectra.full,
-        seconds=time.monotonic() - start)
+    )
 
 
 def predict(spec: StudySpec, *, pool: int | None = None, kinds: Sequence[str] | None = None,

@@ -138,11 +138,6 @@ def generalisation_error(spectrum: Spectrum, p: float, ridge: float) -> float:
     return float(np.sum(k**2 * a2 / denom**2) / (1 - gamma))
 
 
-def learning_curve(spectrum: Spectrum, sizes: list[int], ridge: float) -> list[float]:
-    """:func:`generalisation_error` at every size."""
-    return [generalisation_error(spectrum, p, ridge) for p in sizes]
-
-
 @dataclasses.dataclass(frozen=True)
 class PoolSpectra:
     """A pool's spectrum and those of its two halves, for the extrapolated estimate; each
