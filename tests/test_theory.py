@@ -185,3 +185,19 @@ def test_a_study_without_kernels_is_refused(tmp_path, registry, tiny_doc):
         k: v for k, v in spec.models.items() if "ntk" not in v.cls.provides}})
     with pytest.raises(DmisearchError, match="provides an analytic kernel"):
         predict(spec)
+
+
+def test_the_pool_limit_leaves_the_draws_test_sample(registry, tiny_doc):
+    """On data without a fixed test split (digits: 1797 images) the pool's draw takes one
+    test sample from the same images: a pool of all of them is refused, with the fix."""
+    from dmisearch.predict import check_pool, default_pool
+    from dmisearch.study_file import build_spec
+
+    tiny_doc["data"] = {"name": "digits"}
+    tiny_doc["curve"] = {"sizes": [8, 16], "seeds": 2, "test_size": 32}
+    tiny_doc["search"]["space"] = {}
+    spec = build_spec(tiny_doc, registry, source="digits.toml")
+    with pytest.raises(DmisearchError, match="--pool 1797: the data has only 1796 .* 1796"):
+        check_pool(spec, 1797, torch.device("cpu"))
+    check_pool(spec, 1796, torch.device("cpu"))
+    assert default_pool(spec) == 1000
