@@ -43,6 +43,8 @@ MIN_POOL, POOL_PER_SIZE = 1000, 4
 RIDGE_POINTS = 13
 #: Copies of the pool's Gram matrix alive at once (the kernel, its eigenvectors, the solve).
 GRAM_COPIES = 4
+#: Log-spaced modes at which a stored spectrum keeps its eigenvalue and C(k).
+SPECTRUM_POINTS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +206,28 @@ def predict(spec: StudySpec, *, pool: int | None = None, kinds: Sequence[str] | 
         except SpectrumError as exc:
             say(f"{model.cls.name} {kind}: left out: {exc}")
     return sorted(out, key=lambda p: p.aulc)
+
+
+def spectrum_summary(s: Spectrum) -> dict[str, list[float]]:
+    """The spectrum at up to :data:`SPECTRUM_POINTS` log-spaced modes (1-based ``k``): the
+    eigenvalue and the cumulative power ``C(k)`` there."""
+    n = len(s.eigenvalues)
+    ks = np.unique(np.geomspace(1, n, min(SPECTRUM_POINTS, n)).round().astype(int))
+    c = s.cumulative_power()
+    return {"k": [int(k) for k in ks], "eigenvalue": [float(s.eigenvalues[k - 1]) for k in ks],
+            "cumulative_power": [float(c[k - 1]) for k in ks]}
+
+
+def stored_form(spec: StudySpec, preds: Sequence[KernelPrediction]) -> dict[str, Any]:
+    """The predictions as a study stores them (JSON): what was predicted, one record per
+    (model, algorithm, size) as ``--json`` prints them, and each pair's spectrum summary."""
+    target = target_name(spec)
+    return {
+        "target": target, "task": spec.info.task,
+        "records": [r for rank, p in enumerate(preds, 1) for r in p.records(rank, target)],
+        "spectra": [{"model": p.model, "algorithm": p.algorithm, "modes_90": p.modes_90,
+                     **spectrum_summary(p.spectrum)} for p in preds],
+    }
 
 
 def target_name(spec: StudySpec) -> str:

@@ -41,6 +41,7 @@ import optuna
 from optuna.trial import TrialState
 
 import dmisearch
+from dmisearch import prior
 from dmisearch.claims import Census, claim, configurations_left
 from dmisearch.claims import drop_unneeded_retries as drop_unneeded_retries  # re-exported
 from dmisearch.coordination import (
@@ -48,6 +49,7 @@ from dmisearch.coordination import (
     claim_sessions,
     count_states,
     stored_trial,
+    study_lock,
     worker_id,
 )
 from dmisearch.errors import DmisearchError, StudyMismatchError, StudyNotFoundError
@@ -197,17 +199,21 @@ def run_study(
     poll: float = POLL_INTERVAL,
     session: int | None = None,
     create: bool = True,
+    note: Callable[[str], None] | None = None,
 ) -> optuna.Study:
     """Run ``spec`` as one worker until the study has ``n_trials`` finished search trials
     (across every worker) and its confirmations, or this run's ``timeout`` passes; returns
     the Optuna study. ``session``: this worker's sampler session (by default a new one is
-    taken from the study). ``create=False``: join the study only if it exists (a worker)."""
+    taken from the study). ``create=False``: join the study only if it exists (a worker).
+    ``note``: where to say what the run does besides trials (the theory prior's start)."""
     study = open_study(spec, create=create)
     if session is None:
         session = claim_sessions(study, spec.storage)
     spec = dataclasses.replace(spec, session=session)
     study.sampler = spec.make_sampler()
     objective = prepare(spec)
+    if spec.prior is not None:
+        start_with_prior(study, spec, progress, note or (lambda _: None))
     batch = spec.trials_per_batch or (
         AUTO_BATCH_CUDA if objective.ctx.device.type == "cuda" else 1)
     start = time.monotonic()
@@ -236,6 +242,22 @@ def run_study(
         if bar is not None:
             bar.close()
     return study
+
+
+def start_with_prior(study: optuna.Study, spec: StudySpec, progress: bool,
+                     note: Callable[[str], None]) -> None:
+    """The theory prior's start (:mod:`dmisearch.prior`): under the study lock, so one
+    worker predicts and queues, and the others find it done."""
+    from dmisearch.predict import predict, stderr_progress, stored_form
+
+    def predicted() -> dict[str, Any]:
+        assert spec.prior is not None
+        note("theory prior: predicting the kernel learners' learning curves before trial 0")
+        return stored_form(spec, predict(spec, pool=spec.prior.pool,
+                                         progress=stderr_progress(progress)))
+
+    with study_lock(spec.storage, spec.name):
+        prior.start(study, spec, predicted, note)
 
 
 def _note(frozen: optuna.trial.FrozenTrial, streak: list[str], bar: Any,

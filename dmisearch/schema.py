@@ -243,6 +243,12 @@ SEARCH = Section("search", (
           "(see Pruning above); needs a pruner",
           shown_default="every size but the largest",
           expected="a non-empty list of training sizes"),
+    Field("prior", (str, dict), "none",
+          "`theory`: predict the kernel learners' learning curves before trial 0, start "
+          "with the predicted-best pairs and give pairs predicted far behind a smaller "
+          "share; or `{ name = \"theory\", margin = ..., share = ..., pool = ... }`, see "
+          "[Theory prior](#theory-prior)",
+          expected='"none", "theory" or a table with name = "theory"'),
     Field("space", (dict,), {}, "per-component search-space overrides, see below",
           shown_default="each component's default space", expected="a table"),
     Field("trial_timeout", (int, float), None,

@@ -14,6 +14,7 @@ import optuna
 from dmisearch.components import Component, DataInfo
 from dmisearch.data import Composed
 from dmisearch.metrics import Objective
+from dmisearch.prior import Prior, PriorSampler
 from dmisearch.registry import Entry
 from dmisearch.samplers import EXHAUSTIVE, Exhaustive, contains, session_seed, space_size
 from dmisearch.space import Dim, Fixed
@@ -103,6 +104,7 @@ class StudySpec:
     #: Empty: no pruner. Default: every size but the last.
     prune_after: tuple[int, ...] = ()
     confirm: Confirm | None = None  # the confirmation stage ([confirm]), if any
+    prior: Prior | None = None  # [search] prior = "theory", if set
     #: Which run or worker of the study this is (numbered in the study's storage): mixed
     #: into the sampler's seed so that no two ever draw the same proposals.
     session: int = 0
@@ -114,7 +116,12 @@ class StudySpec:
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         """This session's sampler (exhaustive designs wrapped for ask-and-tell)."""
         sampler = self.sampler.build(optuna.samplers, session_seed(self.seed, self.session))
-        return Exhaustive(sampler) if self.sampler.cls_name in EXHAUSTIVE else sampler
+        if self.sampler.cls_name in EXHAUSTIVE:
+            return Exhaustive(sampler)
+        if self.prior is not None:
+            labels = [self.pair_label(m, a) for m, a in self.pairs]
+            return PriorSampler(sampler, self.prior, labels, self.seed, self.session)
+        return sampler
 
     @property
     def exhaustive(self) -> bool:

@@ -29,6 +29,7 @@ from dmisearch.spec import Candidate, Confirm, Grid, Pluggable, StudySpec
 from dmisearch.storage import JOURNAL_LOCK_BREAK, journal_path, study_storage
 from dmisearch.study_curve import build_data_section, build_grid, build_objective
 from dmisearch.study_pluggables import build_confirm, build_sampling
+from dmisearch.study_prior import build_prior
 from dmisearch.study_search import build_search
 
 if sys.version_info >= (3, 11):
@@ -136,6 +137,7 @@ def build_spec(
         se, models, algorithms, pairs, grid, budget["n_trials"], budget["timeout"],
         budget["seed"], pb)
     confirm = build_confirm(sec["confirm"], grid, budget["n_trials"], sampler, pb)
+    prior = build_prior(se, models, sampler, info, pb)
     if pb.items:
         raise StudyFileError(source, pb.items)
     assert data is not None and info is not None and grid is not None and objective
@@ -143,7 +145,7 @@ def build_spec(
         source=source, **study, data=data, data_entries=data_entries, info=info, grid=grid,
         objective=objective, metric=metric, models=models, algorithms=algorithms, pairs=pairs,
         excluded=excluded, **budget, sampler=sampler, pruner=pruner, prune_after=prune_after,
-        confirm=confirm,
+        confirm=confirm, prior=prior,
     )
 
 

@@ -25,6 +25,10 @@ from optuna.trial import TrialState
 #: Study attribute: what every run and worker of the study must agree on (data, curve grid,
 #: objective...), written when the study is created.
 IDENTITY_ATTR = "dmisearch_identity"
+#: Study attribute: the kernel learners' predicted learning curves and spectra
+#: (:func:`dmisearch.predict.stored_form`), written by ``prior = "theory"`` before trial 0
+#: and by ``dmisearch predict --save``.
+PREDICTIONS_ATTR = "dmisearch_predictions"
 #: Trial parameter that picks the (model, algorithm) pair, e.g. "fcn/adam".
 PAIR_PARAM = "pair"
 DUPLICATE_ATTR = "duplicate_of"
