@@ -81,15 +81,24 @@ def far_behind(scores: Mapping[str, float | None], margin: float) -> set[str]:
     return {p for p, s in scores.items() if s is not None and s > best + margin}
 
 
-def start_order(scores: Mapping[str, float | None], margin: float) -> list[str]:
+def predicted_pairs(stored: Mapping[str, Any]) -> set[str]:
+    """The pairs whose score is their own prediction (the kernel learners)."""
+    return {f"{r['model']}/{r['algorithm']}" for r in stored.get("records", [])}
+
+
+def start_order(scores: Mapping[str, float | None], margin: float,
+                own: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """The start's pairs: the scored ones not far behind (best first), the unscored ones,
-    then the far-behind ones (best first)."""
+    then the far-behind ones (best first). Of pairs with the same score, those in ``own``
+    (scored by their own prediction, not their architecture's) go first."""
     far = far_behind(scores, margin)
-    scored = sorted((p for p, s in scores.items() if s is not None and p not in far),
-                    key=lambda p: (scores[p], p))
+
+    def key(p: str) -> tuple:
+        return scores[p], p.split("+", 1)[0] not in own, p
+
+    scored = sorted((p for p, s in scores.items() if s is not None and p not in far), key=key)
     unscored = [p for p, s in scores.items() if s is None]
-    last = sorted(far, key=lambda p: (scores[p], p))
-    return scored + unscored + last
+    return scored + unscored + sorted(far, key=key)
 
 
 def stored_predictions(study: optuna.Study) -> dict[str, Any] | None:
@@ -111,7 +120,8 @@ def start(study: optuna.Study, spec: Any, predict_fn: Callable[[], dict[str, Any
     trials = study.get_trials(deepcopy=False)
     tried = {t.params[PAIR_PARAM] for t in trials if is_search(t) and PAIR_PARAM in t.params}
     tried |= {t.user_attrs[START_ATTR]["pair"] for t in trials if START_ATTR in t.user_attrs}
-    order = [p for p in start_order(scores, spec.prior.margin) if p not in tried]
+    order = [p for p in start_order(scores, spec.prior.margin, predicted_pairs(stored))
+             if p not in tried]
     if spec.n_trials is not None:  # no queued trial the budget would leave waiting
         done = sum(t.state in COUNTED for t in trials if is_search(t))
         order = order[:max(0, spec.n_trials - done)]

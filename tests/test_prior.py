@@ -17,6 +17,7 @@ from dmisearch.prior import (
     PriorSampler,
     far_behind,
     pair_scores,
+    predicted_pairs,
     start_order,
 )
 from dmisearch.runner import run_study
@@ -62,6 +63,9 @@ def test_pair_scores_far_behind_and_the_start_order():
     assert far_behind(s, 0.6) == {"gap/sgd"}
     assert start_order(s, 0.25) == ["lcn/ntk+flip", "mlp/adam", "fcn/adam", "fcn/ntk",
                                     "gap/sgd"]
+    # of equal scores, the pair scored by its own prediction (the kernel learner) first
+    own = predicted_pairs(stored(fcn_ntk=-0.5, lcn_ntk=-1.0, gap_ntk=0.2))
+    assert start_order(s, 0.25, own)[2:4] == ["fcn/ntk", "fcn/adam"]
     assert far_behind({"a/b": None}, 0.1) == set()
 
 
@@ -100,7 +104,8 @@ def test_a_study_starts_with_the_predicted_best_pairs(registry, tmp_path):
     trials = sorted(study.trials, key=lambda t: t.number)
     scores = pair_scores(preds, [spec.pair_label(m, a) for m, a in spec.pairs])
     first = [t.params[PAIR_PARAM] for t in trials[:4]]
-    assert first == start_order(scores, spec.prior.margin)
+    assert first == start_order(scores, spec.prior.margin, predicted_pairs(preds))
+    assert first[0] == "cnn_gap/ntk"
     assert [t.user_attrs[START_ATTR]["rank"] for t in trials[:4]] == [0, 1, 2, 3]
     far = far_behind(scores, spec.prior.margin)
     assert far == {"fcn/adam", "fcn/ntk"}
