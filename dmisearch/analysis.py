@@ -43,6 +43,7 @@ from dmisearch.evidence import (
     gather,
     trial_difference,
 )
+from dmisearch.predictions import prediction_frame, spectrum_frame
 from dmisearch.trialinfo import (
     CONFIRMS_ATTR,
     DUPLICATE_ATTR,
@@ -220,6 +221,20 @@ class Results:
                        pruned_reason=a.get("pruned_reason"), retry_of=a.get("retry_of"))
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def predictions(self) -> pd.DataFrame:
+        """The kernel learners' predicted curves the studies store (``dmisearch predict
+        --save``, ``prior = "theory"``): one row per (study, model, algorithm, size), with
+        ``measured_error``, the mean test error at that size of the pair's best complete
+        search trial (NaN: none), in ``measured_metric``. A predicted one-hot MSE and a
+        measured error rate are different quantities: compare their rankings only
+        (:mod:`dmisearch.predictions`). Empty when no study stores predictions."""
+        return prediction_frame(self.studies, self.best_trials())
+
+    def spectra(self) -> pd.DataFrame:
+        """The stored kernel spectra: eigenvalue and cumulative target power C(k) at
+        log-spaced modes k, one row per (study, model, algorithm, k)."""
+        return spectrum_frame(self.studies)
 
     # -- leaderboard and comparisons ------------------------------------------------------
 

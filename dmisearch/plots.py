@@ -1,6 +1,8 @@
 """Figures from studies (matplotlib): learning curves, score heatmaps, data sets side by
-side, scaling exponents. Each function returns a ``matplotlib.figure.Figure``; save it with
-``fig.savefig("curves.pdf")`` (PNG, SVG and PDF all work)::
+side, scaling exponents, and the kernel learners' predicted curves and spectra where the
+studies store them (``dmisearch predict --save``). Each function returns a
+``matplotlib.figure.Figure``; save it with ``fig.savefig("curves.pdf")`` (PNG, SVG and PDF
+all work)::
 
     from dmisearch import plots
     from dmisearch.analysis import Results
@@ -23,12 +25,15 @@ matplotlib.use("Agg")  # files, not windows: works headless and in tests
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dmisearch import stats  # noqa: E402
 from dmisearch.analysis import Results, Triplet  # noqa: E402
+from dmisearch.errors import DmisearchError  # noqa: E402
 from dmisearch.evidence import curve_matrix  # noqa: E402
 from dmisearch.metrics import beta  # noqa: E402
+from dmisearch.predictions import HOW_TO_PREDICT  # noqa: E402
 
 STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "legend.fontsize": 8}
@@ -140,5 +145,96 @@ def exponents(res: Results) -> Figure:
         ax.set_yticks(y, [r[0] for r in rows])
         ax.invert_yaxis()
         ax.set(xlabel="scaling exponent beta (error ~ n^-beta)", title="scaling exponents")
+        fig.tight_layout()
+    return fig
+
+
+def _stored(df: pd.DataFrame, study: str | None, what: str) -> pd.DataFrame:
+    """``df`` (predictions or spectra) for ``study`` (None: all); refuse an empty one."""
+    if study is not None:
+        df = df[df["study"] == study]
+    if df.empty:
+        where = ("no study of these results stores" if study is None else
+                 f"study '{study}' stores no")
+        raise DmisearchError(f"{where} {what}: {HOW_TO_PREDICT}")
+    return df
+
+
+def _pair_colors(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    pairs = list(dict.fromkeys(zip(df["model"], df["algorithm"], strict=True)))
+    return {p: cycle[i % len(cycle)] for i, p in enumerate(pairs)}
+
+
+def _panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
+    """(study, its rows, what the panel shows): "both" where the prediction and the
+    measurement are the same quantity, else a "predicted" and a "measured" panel."""
+    out = []
+    for name, rows in df.groupby("study", sort=False):
+        same = rows["target"].iloc[0] == rows["measured_metric"].iloc[0]
+        out += [(str(name), rows, w) for w in (("both",) if same else ("predicted",
+                                                                       "measured"))]
+    return out
+
+
+def predicted_vs_measured(res: Results, study: str | None = None) -> Figure:
+    """Each kernel pair's predicted learning curve (dashed) and the mean curve its best
+    trial measured (solid, same colour) against n, on log-log axes. Where the prediction
+    and the study's metric are different quantities (one-hot MSE against an error rate),
+    they get a panel each: compare the rankings then, not the numbers."""
+    df = _stored(res.predictions(), study, "predicted learning curves")
+    panels = _panels(df)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8),
+                                 squeeze=False)
+        colors = _pair_colors(df)
+        for ax, (name, rows, which) in zip(axes[0], panels, strict=True):
+            for (m, a), g in rows.groupby(["model", "algorithm"], sort=False):
+                g = g.sort_values("size")
+                if which != "measured":
+                    ax.plot(g["size"], g["predicted_error"], ls="--", color=colors[(m, a)],
+                            label=f"{m} / {a}, predicted")
+                if which != "predicted" and g["measured_error"].notna().any():
+                    ax.plot(g["size"], g["measured_error"], ls="-", marker="o", ms=3,
+                            color=colors[(m, a)], label=f"{m} / {a}, measured")
+            target = str(rows["target"].iloc[0])
+            metric = str(rows["measured_metric"].iloc[0]).replace("_", " ")
+            ylabel = {"both": f"test {metric}", "predicted": f"predicted test {target}",
+                      "measured": f"measured test {metric}"}[which]
+            ax.set(xscale="log", yscale="log", xlabel="training samples n", ylabel=ylabel,
+                   title=f"predicted and measured: {name}" if which == "both" else
+                   f"{which}: {name}")
+            ticks = sorted({int(n) for n in rows["size"]})
+            ax.set_xticks(ticks, [str(n) for n in ticks])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.legend(loc="best", frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+def spectra(res: Results, study: str | None = None) -> Figure:
+    """The stored kernel spectra, per (model, kernel algorithm): the eigenvalues against
+    the mode k (log-log), and the share C(k) of the target's power in the first k modes
+    (log k), with the modes that hold 90% of it marked (fewer: better aligned)."""
+    df = _stored(res.spectra(), study, "kernel spectra")
+    several = df["study"].nunique() > 1
+    with plt.rc_context(STYLE):
+        fig, (ev_ax, c_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+        colors = _pair_colors(df)
+        for (name, m, a), g in df.groupby(["study", "model", "algorithm"], sort=False):
+            label = f"{m} / {a}" + (f" ({name})" if several else "")
+            color, m90 = colors[(m, a)], int(g["modes_90"].iloc[0])
+            ev_ax.plot(g["k"], g["eigenvalue"], color=color, label=label)
+            c_ax.plot(g["k"], g["cumulative_power"], color=color, label=label)
+            c_ax.plot([m90], [0.9], "o", ms=5, color=color)
+            ev_ax.plot([m90], [np.interp(m90, g["k"], g["eigenvalue"])], "o", ms=5,
+                       color=color)
+        c_ax.axhline(0.9, color="grey", ls=":", lw=0.8)
+        ev_ax.set(xscale="log", yscale="log", xlabel="mode k", ylabel="eigenvalue",
+                  title="kernel spectra (dots: modes holding 90% of the target)")
+        c_ax.set(xscale="log", xlabel="mode k", ylim=(0, 1.02),
+                 ylabel="C(k): target power in the first k modes",
+                 title="alignment with the target")
+        ev_ax.legend(loc="best", frameon=False)
         fig.tight_layout()
     return fig

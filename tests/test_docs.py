@@ -29,8 +29,9 @@ def test_analysis_guide_runs(tmp_path, monkeypatch):
             assert res.returncode == 0, f"{code}\n{res.stdout}\n{res.stderr}"
         else:
             exec(compile(code, "docs/analysis.md", "exec"), namespace)  # noqa: S102
-    for produced in ("curves.pdf", "heatmap.svg", "exponents.png", "report/index.html",
-                     "report/curves.csv", "report/trials.csv"):
+    for produced in ("curves.pdf", "heatmap.svg", "exponents.png", "predicted.png",
+                     "spectra.png", "report/index.html", "report/curves.csv",
+                     "report/trials.csv", "report/predictions.csv"):
         assert (tmp_path / produced).stat().st_size > 0, produced
 
 

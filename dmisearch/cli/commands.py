@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         emit = printer(wants_progress(args))
         study = run_study(spec, on_trial=lambda t: emit(trial_line(spec, t)),
-                          progress=wants_progress(args))
+                          progress=wants_progress(args), note=err)
     print_leaderboard(spec, study)
     return 0
 
@@ -76,7 +76,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     emit = printer(wants_progress(args))
     _wait_for_study(spec, args.wait, emit)
     study = run_study(spec, on_trial=lambda t: emit(trial_line(spec, t)),
-                      progress=wants_progress(args), session=args.session, create=False)
+                      progress=wants_progress(args), session=args.session, create=False,
+                      note=err)
     err(f"done: study '{spec.name}' has {finished_count(study)} finished trials in "
         f"{describe(spec.storage)}")
     return 0
@@ -164,6 +165,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dmisearch.predict import format_table, predict, stderr_progress, target_name
 
     spec = _load(args)
+    if args.save:
+        _check_saving(spec)
     preds = predict(spec, pool=args.pool, kinds=args.kind, seed=args.data_seed, device=args.device,
                     progress=stderr_progress(not args.json or sys.stderr.isatty()))
     if args.json:
@@ -172,7 +175,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(json.dumps(record))
     else:
         print(format_table(spec, preds))
+    if args.save:
+        _save_predictions(spec, preds)
     return 0
+
+
+def _check_saving(spec: Any) -> None:
+    """Before any kernel: a storage that keeps what is saved, and a stored study (if any)
+    that agrees with the study file (``runner.open_study`` refuses one that does not)."""
+    from dmisearch.errors import DmisearchError, StudyNotFoundError
+    from dmisearch.runner import open_study
+
+    if spec.storage == "memory":
+        raise DmisearchError("--save with storage \"memory\" would keep nothing: give a "
+                             "persistent --storage (journal:PATH, sqlite:///f.db, ...)")
+    try:
+        open_study(spec, create=False)
+    except StudyNotFoundError:
+        pass  # created when saving, as `dmisearch run` creates it
+
+
+def _save_predictions(spec: Any, preds: Any) -> None:
+    """Store the predictions on the study (created as `dmisearch run` would) and say where."""
+    from dmisearch.predict import stored_form
+    from dmisearch.runner import open_study
+    from dmisearch.storage import describe
+    from dmisearch.trialinfo import PREDICTIONS_ATTR
+
+    study = open_study(spec, create=True)
+    replaced = PREDICTIONS_ATTR in study.user_attrs
+    study.set_user_attr(PREDICTIONS_ATTR, stored_form(spec, preds))
+    err(f"saved the predictions of {len(preds)} (model, algorithm) pairs on study "
+        f"'{spec.name}' in {describe(spec.storage)} (study attribute {PREDICTIONS_ATTR}"
+        f"{', replacing the earlier ones' if replaced else ''}); read them with "
+        "Results.predictions() or see them in `dmisearch report`")
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

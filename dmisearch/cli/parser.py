@@ -188,7 +188,10 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                     "study's curve from the kernel's spectrum on a pool of the study's own "
                     "training data, and rank the architectures by the predicted aulc. "
                     "Classification is predicted through one-hot targets (their mean "
-                    "squared error, not the error rate). docs/theory.md has the theory.",
+                    "squared error, not the error rate). With --save, the predictions are "
+                    "also stored on the study (created if needed, as `dmisearch run` "
+                    "would), for Results.predictions(), the plots and the report. "
+                    "docs/theory.md has the theory.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("study", metavar="STUDY.toml", help="the study's file")
@@ -203,7 +206,13 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--json", action="store_true",
                          help="one JSON record per (model, algorithm, size)")
-    predict.set_defaults(func=cmd_predict, storage=None)
+    predict.add_argument("--save", action="store_true",
+                         help="also store the predictions and spectra on the study in its "
+                              "storage (creating the study if needed; replaces earlier ones)")
+    predict.add_argument("--storage", metavar="URL",
+                         help="with --save: the study's storage, as for `dmisearch run` "
+                              "(default: the study file's, else the embedded journal file)")
+    predict.set_defaults(func=cmd_predict)
 
 
 def _int_at_least_2(text: str) -> int:
