@@ -119,7 +119,7 @@ def main() -> None:
                     arm.append(n)
             print(f"# {stem}: best triplet {' = '.join(sorted(best))}")
     print("\nmedian search trials to the best triplet's first trial (plain -> prior)")
-    for key, arms in summary.items():
+    for key, arms in sorted(summary.items(), key=lambda kv: kv[0] == "all"):
         print(f"{key:24} {statistics.median(arms['plain']):5.1f} -> "
               f"{statistics.median(arms['prior']):5.1f}   (runs: {len(arms['plain'])} each)")
 
