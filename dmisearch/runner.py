@@ -119,6 +119,10 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
         )
     if create:
         study.set_user_attr(SEARCH_ATTR, spec.search_record())
+        if study.metric_names is None:  # optuna-dashboard and `optuna` name the objective
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([spec.objective.name])
     if spec.sampler.cls_name == "BruteForceSampler":
         _check_brute_force_history(study, spec)
     return study

@@ -236,3 +236,17 @@ def test_postgresql_connections_the_server_drops_are_replaced(tiny_doc, registry
     finally:
         admin.dispose()
         optuna.delete_study(study_name=spec.name, storage=open_storage(POSTGRES))
+
+
+def test_the_default_journal_opens_with_optuna_and_names_the_metric(registry, tiny_doc,
+                                                                    tmp_path):
+    """What docs/analysis.md shows: the journal file read by Optuna's own storage class,
+    the objective named for optuna-dashboard and the `optuna` CLI."""
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "journal.log"
+    run_study(build_spec(tiny_doc, registry, storage=str(path), n_trials=2))
+    study = optuna.load_study(study_name=tiny_doc["study"]["name"],
+                              storage=JournalStorage(JournalFileBackend(str(path))))
+    assert study.metric_names == ["aulc"]
+    assert len(study.trials) == 2
