@@ -550,3 +550,22 @@ def test_a_worker_whose_trial_was_reaped_drops_its_result_and_goes_on(tiny_doc, 
     from dmisearch.cli import _trial_line
 
     assert "its result is dropped" in _trial_line(spec, lines[0])
+
+
+def test_rerun_of_a_failed_trial_shows_the_error_and_exits_1(tiny_doc, test_registry,
+                                                             journal, capsys, monkeypatch):
+    from dmisearch.cli import commands, main
+
+    spec = build_spec(_mean_test_doc(tiny_doc, ["fail_test"], 1), test_registry,
+                      storage=journal)
+    with pytest.raises(DmisearchError):
+        run_study(spec)  # every trial fails: the run stops after a streak
+    capsys.readouterr()
+    monkeypatch.setattr(commands, "_load", lambda args: spec)
+    assert main(["rerun", "study.toml", "--trial", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert "(FAIL on cpu)" in out and "rerun on cpu: failed" in out
+    assert "stored error: RuntimeError: plugin exploded" in out
+    assert "rerun error: RuntimeError: plugin exploded" in out
+    assert "Traceback" in err and "fit_predict" in err
+    assert "relative difference" not in out  # no empty table, no 0.00e+00

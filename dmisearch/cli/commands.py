@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from dmisearch.cli.output import (
@@ -137,31 +138,57 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    """Train a stored trial again and compare; 1 when the rerun fails (error and
+    traceback printed), as a failed trial's rerun usually does."""
     from dmisearch.runner import rerun_trial
 
     spec = _load(args)
     stored, plan = rerun_trial(spec, args.trial)
-    old, new = stored.user_attrs.get("curve", {}), plan.curve
     print(f"trial {stored.number} of study '{spec.name}': {stored.params.get('pair')} "
           f"({stored.state.name} on {stored.user_attrs.get('device', '?')}); "
           f"rerun on {plan.trial.user_attrs.get('device', '?')}: {plan.outcome}")
-    print(f"{'size':>6} {'seed':>5} {'stored':>12} {'rerun':>12} {'rel. diff':>10}")
-    worst = 0.0
-    for i, (n, sd, e) in enumerate(zip(new["size"], new["seed"], new["test_error"],
-                                       strict=True)):
-        before = old.get("test_error", [None] * (i + 1))[i] if i < len(
-            old.get("test_error", [])) else None
-        diff = abs(e - before) / max(abs(before), 1e-300) if before is not None else float("nan")
-        worst = max(worst, diff) if diff == diff else worst
-        shown = f"{before:12.6g}" if before is not None else f"{'-':>12}"
-        print(f"{n:>6} {sd:>5} {shown} {e:12.6g} {diff:10.2e}")
-    print(f"largest relative difference of the test errors: {worst:.2e}")
+    if "error" in stored.user_attrs:
+        print(f"stored error: {stored.user_attrs['error']}")
+    if plan.outcome == "failed":
+        import traceback
+
+        exc = plan.error
+        print(f"rerun error: {type(exc).__name__}: {exc}" if exc else "rerun error: unknown")
+        if exc is not None:
+            print("".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
+        return 1
+    if plan.outcome == "pruned":
+        print(f"rerun pruned: {plan.trial.user_attrs.get('pruned_reason', 'pruned')}")
+    _print_differences(stored.user_attrs.get("curve", {}), plan.curve)
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    import sys
+def _print_differences(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """The rerun's test errors beside the stored ones, with the largest relative difference
+    (over the points both have)."""
+    if not new["size"]:
+        print("the rerun trained no point of the curve")
+        return
+    print(f"{'size':>6} {'seed':>5} {'stored':>12} {'rerun':>12} {'rel. diff':>10}")
+    stored = old.get("test_error", [])
+    worst, compared = 0.0, 0
+    for i, (n, sd, e) in enumerate(zip(new["size"], new["seed"], new["test_error"],
+                                       strict=True)):
+        before = stored[i] if i < len(stored) else None
+        if before is None:
+            print(f"{n:>6} {sd:>5} {'-':>12} {e:12.6g} {'-':>10}")
+            continue
+        diff = abs(e - before) / max(abs(before), 1e-300)
+        worst, compared = max(worst, diff), compared + 1
+        print(f"{n:>6} {sd:>5} {before:12.6g} {e:12.6g} {diff:10.2e}")
+    if compared:
+        print(f"largest relative difference of the test errors: {worst:.2e} "
+              f"({compared} points)")
+    else:
+        print("the stored trial has no curve to compare with")
 
+
+def cmd_predict(args: argparse.Namespace) -> int:
     from dmisearch.predict import format_table, predict, stderr_progress, target_name
 
     spec = _load(args)

@@ -167,7 +167,8 @@ def _add_rerun(sub: Any, common: argparse.ArgumentParser) -> None:
         "rerun", parents=[common], help="rerun one stored trial alone and compare its curve",
         description="Rerun trial N of the study described by STUDY.toml from its stored "
                     "parameters and seeds, and compare the new learning curve with the "
-                    "stored one (identical to rounding on the same device).",
+                    "stored one (identical to rounding on the same device). A rerun that "
+                    "fails prints its error and traceback and exits with status 1.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rerun.add_argument("study", metavar="STUDY.toml", help="the study's file")
