@@ -75,6 +75,11 @@ def test_run_prints_leaderboard_and_resumes(tmp_path, tiny_doc):
     assert res.returncode == 0, res.stderr
     assert "3 finished trials" in res.stdout and "trial    2" in res.stderr
     assert "trial    0" not in res.stderr  # resumed, not restarted
+    # complete: it says so and how to extend it; the same command then trains nothing
+    assert "The study is complete; to extend it, run the same command with --n-trials 6" \
+        in res.stdout
+    res = cli("run", str(study), "--storage", storage, "--n-trials", "3", "--seed", "1")
+    assert "trial " not in res.stderr and "The study is complete" in res.stdout
 
 
 def test_default_storage_follows_the_study_file(tmp_path, tiny_doc, monkeypatch):

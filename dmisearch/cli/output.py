@@ -89,8 +89,22 @@ def print_leaderboard(spec: Any, study: Any) -> None:
     print(f"\nLeaderboard of study '{spec.name}' ({spec.objective.name}, lower is better; "
           f"test error = {spec.metric}):")
     print(format_leaderboard(leaderboard(study), spec.objective.name))
-    print(f"\n{finished_count(study)} finished trials stored in {describe(spec.storage)}, "
-          f"study '{spec.name}'. The same command resumes or extends it.")
+    done = finished_count(study)
+    print(f"\n{done} finished trials stored in {describe(spec.storage)}, study "
+          f"'{spec.name}'. {what_next(spec, study, done)}")
+
+
+def what_next(spec: Any, study: Any, done: int) -> str:
+    """Whether the study is complete, and how to go on."""
+    from dmisearch.runner import study_complete
+
+    if spec.n_trials is None:
+        return "The same command searches it further (for another --timeout)."
+    if not study_complete(study, spec):
+        return "The same command resumes it."
+    more = max(done, spec.n_trials) * 2
+    return (f"The study is complete; to extend it, run the same command with "
+            f"--n-trials {more} (or any number above {max(done, spec.n_trials)}).")
 
 
 PLUGIN_KINDS = {"data": "data generators", "transform": "transforms",
