@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         emit = printer(wants_progress(args))
         study = run_study(spec, on_trial=lambda t: emit(trial_line(spec, t)),
                           progress=wants_progress(args), note=err)
-    print_leaderboard(spec, study)
+    print_leaderboard(spec, study, as_json=args.json)
     return 0
 
 

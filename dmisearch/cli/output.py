@@ -4,6 +4,7 @@ leaderboard, and the list of plugins. Nothing here imports torch or optuna at im
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -81,14 +82,26 @@ def printer(progress: bool) -> Any:
     return emit
 
 
-def print_leaderboard(spec: Any, study: Any) -> None:
-    from dmisearch.analysis import format_leaderboard, leaderboard
+def print_leaderboard(spec: Any, study: Any, as_json: bool = False) -> None:
+    """The board (or with ``as_json`` its records and the failures as one JSON object),
+    the failures by kind, and what to do next."""
+    from dmisearch import board
+    from dmisearch.analysis import leaderboard
     from dmisearch.runner import finished_count
     from dmisearch.storage import describe
 
+    df = leaderboard(study)
+    failed = board.failures(study.get_trials(deepcopy=False))
+    if as_json:
+        print(json.dumps({"study": spec.name, "objective": spec.objective.name,
+                          "metric": spec.metric, "leaderboard": board.records(df),
+                          "failures": failed}, default=str))
+        return
     print(f"\nLeaderboard of study '{spec.name}' ({spec.objective.name}, lower is better; "
           f"test error = {spec.metric}):")
-    print(format_leaderboard(leaderboard(study), spec.objective.name))
+    print(board.render(df, spec.objective.name))
+    if failed:
+        print("\n" + board.format_failures(failed))
     done = finished_count(study)
     print(f"\n{done} finished trials stored in {describe(spec.storage)}, study "
           f"'{spec.name}'. {what_next(spec, study, done)}")

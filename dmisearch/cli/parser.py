@@ -95,6 +95,9 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--seed", type=_nonneg_int, metavar="N", help="seed of the sampler")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--json", action="store_true",
+                     help="print the final board (every leaderboard column) and the failures "
+                          "by kind as one JSON object instead of the table")
     run.add_argument("--dry-run", action="store_true",
                      help="check the study file, the plugins and the storage, say what "
                           "would run, and exit: nothing is trained and no study created")

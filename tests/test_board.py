@@ -1,0 +1,89 @@
+"""The terminal board (dmisearch.board): fits the width, one format per column, the same
+board as JSON, and failures counted by kind."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+from conftest import TINY_STUDY, dump_toml
+from test_cli import cli
+from test_runner import _mean_test_doc
+
+from dmisearch import board
+from dmisearch.analysis import leaderboard
+from dmisearch.runner import run_study
+from dmisearch.study_file import build_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def study(test_registry):
+    """A study with long names and parameters, and failures of one kind."""
+    doc = _mean_test_doc(copy.deepcopy(TINY_STUDY), ["mean_test", "fail_test"], 8)
+    doc["search"]["models"] = ["fcn", "cnn_gap"]
+    return run_study(build_spec(doc, test_registry, storage="memory"))
+
+
+def demanding(study):
+    """The study's board with scores of mixed magnitude and long hyperparameters."""
+    df = leaderboard(study).copy()
+    df["score"] = [-0.386, 0.01038, float("nan"), float("nan")][:len(df)]
+    df["params"] = [{f"algorithm.sgd.{k}": v for k, v in
+                     {"lr": 0.000123456, "momentum": 0.9, "batch_size": 64, "steps": 4000,
+                      "weight_decay": 1e-05, "nesterov": True, "center": False}.items()}
+                    | {f"model.cnn_gap.{k}": 3 for k in ("depth", "width", "filter_size")}
+                    for _ in range(len(df))]
+    return df
+
+
+@pytest.mark.parametrize("width", [80, 100, 140, 200])
+def test_the_board_fits_the_width_and_keeps_one_format_per_column(study, width):
+    df = demanding(study)
+    text = board.render(df, "aulc", width=width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width, text
+    assert "triplet" in lines[0] and "aulc" in lines[0] and "hyperparameters" in lines[0]
+    # every score shown with the same decimals
+    scores = [line.split()[6] for line in lines[1:]
+              if re.match(r"^\d+\s", line)]
+    shown = [s for s in scores if s != "-"]
+    assert shown and len({len(s.split(".")[-1]) for s in shown}) == 1, scores
+    assert scores == ["-0.386", "0.010"], scores
+    # hyperparameters wrap between parameters, never inside one
+    params = " ".join(line[lines[0].index("hyperparameters"):] for line in lines[1:])
+    assert "lr=0.00012" in params and "mom=0.9" in params and "bs=64" in params, text
+    assert len(lines) > len(df) + 1 or width >= 200  # wrapped where narrow
+
+
+def test_decimals_give_three_significant_digits_to_the_largest():
+    assert board.decimals([-0.386, -0.3493, 0.01038]) == 3
+    assert board.decimals([12.5, 0.1]) == 1
+    assert board.decimals([float("nan"), None]) == 2
+
+
+def test_failures_are_counted_by_kind_with_the_first_message(study):
+    found = board.failures(study.trials)
+    assert [f["kind"] for f in found] == ["RuntimeError"]
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert found[0]["count"] == len(failed) > 0
+    assert found[0]["first_trial"] == min(t.number for t in failed)
+    assert found[0]["message"] == "RuntimeError: plugin exploded"
+    text = board.format_failures(found)
+    assert f"{len(failed)} x RuntimeError: first trial {found[0]['first_trial']}" in text
+
+
+def test_run_json_prints_the_same_board(tmp_path, tiny_doc):
+    path = tmp_path / "tiny.toml"
+    path.write_text(dump_toml(tiny_doc))
+    res = cli("run", str(path), "--storage", f"journal:{tmp_path / 'j.log'}",
+              "--n-trials", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["objective"] == "aulc" and got["failures"] == []
+    rows = got["leaderboard"]
+    assert rows and {"rank", "model", "algorithm", "score", "params"} <= set(rows[0])
+    assert rows[0]["rank"] == 1
