@@ -14,12 +14,34 @@ Kernels are computed once per (architecture hyperparameters that enter the kerne
 pool, test set) and reused: the curve's nested sizes slice one ``K(pool, pool)`` and one
 ``K(test, pool)``, and trials that differ only in ``ridge`` (or in width) share them.
 
+Exact kernels of a pool of ``N`` inputs cost ``N (N + n_test)`` kernel entries in time and
+memory (minutes for the convolutional kernels at ``N = 4000`` on a CPU). With the Nystrom
+approximation, a pool whose largest size ``N`` exceeds ``landmarks = m`` computes only
+``K(pool, L)`` and ``K(test, L)``, the landmarks ``L`` being the pool's first ``m`` inputs
+(the pool is a random draw, so its prefix is a uniform sample of it). A size ``n > m``
+predicts ``K(x, L) alpha`` with ``alpha = (K_Ln K_nL + lambda K_LL)^+ K_Ln y``: kernel
+regression with the Nystrom kernel ``K_nL K_LL^+ K_Ln``, solved in float64 in the features
+``K_nL W`` (``W W^T = K_LL^+``: an inverse Cholesky factor, or eigenvectors where ``K_LL``
+is singular to rounding). Here ``lambda = ridge * mean(diag K_LL)``: the landmarks'
+self-kernels, a uniform sample of the pool's, stand in for the ``n`` inputs' (computing
+those would take ``n`` one-input kernel calls). A size ``n <= m`` has every training input
+as a landmark, where the Nystrom solution is exact kernel regression; it is solved exactly
+from the same matrices. ``approximation`` picks: ``exact`` never approximates, ``nystrom``
+does whenever ``N > m``, and ``auto`` (the default) is exact while ``N <= AUTO_EXACT_MAX``
+(4000) and Nystrom beyond. With the default ``landmarks`` (4000, the same) every size up to
+4000 is exact whatever the curve's largest size, and beyond it time and memory grow as
+``N m`` instead of ``N^2``. The approximation is not exact kernel regression: it flattens
+the learning curve beyond ``m`` where exact kernel regression still learns from the extra
+inputs, and regularises it where exact kernel regression overfits a small ridge
+(``benchmarks/bench_nystrom.py``; measurements in benchmarks/RESULTS.md, "Nystrom").
+
 Augmentation (``nngp+shift``, ``ntk+flip``) averages the kernel over the transform's
 (finite) group: ``K(x, x') -> mean_g K(x, g x')``. For a kernel invariant to acting on both
 arguments (the built-ins under shifts with circular padding, and under flips unless an even
 filter meets zeros padding), kernel
 regression with the averaged kernel equals kernel regression on the whole orbit of the
-training set (with the ridge scaled by the group's size).
+training set (with the ridge scaled by the group's size). With Nystrom, the landmarks'
+kernels are averaged the same way: the approximation is of the averaged kernel.
 """
 
 from __future__ import annotations
@@ -46,6 +68,12 @@ from dmisearch.space import Float
 
 #: Bytes of kernel matrices kept for reuse across sizes, seeds' stages and trials (LRU).
 CACHE_BYTES = 2 * 2**30
+#: The values of the ``approximation`` hyperparameter.
+APPROXIMATIONS = ("auto", "exact", "nystrom")
+#: ``approximation = "auto"`` is exact while a pool's largest training size is at most this:
+#: digits and MNIST-1D whole, where Nystrom moved test errors by several percent
+#: (``python benchmarks/bench_nystrom.py``; benchmarks/RESULTS.md, "Nystrom").
+AUTO_EXACT_MAX = 4000
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -54,6 +82,8 @@ class KernelRegression(Algorithm):
 
     kernel_kind: ClassVar[str]
     ridge: float = 1e-4  # lambda / mean(diag K(X, X))
+    approximation: str = "auto"  # "exact", "nystrom" (with `landmarks`), or "auto"
+    landmarks: int = 4000  # Nystrom landmarks: the first `landmarks` inputs of the pool
     #: Predictions depend on the data only through the kernel, which inherits every
     #: orthogonal coupling of the architecture: K(gx, gx') = K(x, x').
     symmetries = frozenset({"rotate", "permute", "sign_flip"})
@@ -63,6 +93,24 @@ class KernelRegression(Algorithm):
     def check(self) -> None:
         if not self.ridge >= 0:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
+        if self.approximation not in APPROXIMATIONS:
+            raise ValueError(
+                f"approximation must be one of {', '.join(map(repr, APPROXIMATIONS))} (auto: "
+                f"exact up to {AUTO_EXACT_MAX} training inputs, Nystrom beyond), got "
+                f"{self.approximation!r}")
+        if (isinstance(self.landmarks, bool) or not isinstance(self.landmarks, int)
+                or self.landmarks < 1):
+            raise ValueError(f"landmarks must be an integer >= 1 (how many training inputs "
+                             f"the Nystrom approximation keeps), got {self.landmarks!r}")
+
+    def landmark_count(self, pool_size: int) -> int | None:
+        """The landmarks for a pool whose largest training size is ``pool_size``; None where
+        its kernels are exact (every training input a landmark, or not approximated)."""
+        if self.approximation == "exact" or pool_size <= self.landmarks:
+            return None
+        if self.approximation == "auto" and pool_size <= AUTO_EXACT_MAX:
+            return None
+        return self.landmarks
 
     @classmethod
     def augmentation_problem(cls, transform: Transform) -> str | None:
@@ -93,15 +141,21 @@ class KernelRegression(Algorithm):
              ) -> Predictions:
         check_deadline()
         n = job.size
-        k_pool, k_test = _kernels(model, self.kernel_kind, self.augmentation, job, pool_size)
-        k_train = k_pool[:n, :n]
+        k_pool, k_test, feats = _kernels(model, self.kernel_kind, self.augmentation, job,
+                                         pool_size, self.landmark_count(pool_size))
         if ctx.task == "classification":
             y = F.one_hot(job.y_train, ctx.out_dim).to(torch.float64)
         else:
             y = job.y_train.to(torch.float64)
-        alpha = _solve(k_train, y, self.ridge)
-        test = k_test[:, :n] @ alpha
-        train = k_train @ alpha
+        if n <= k_pool.shape[1]:  # exact: K(pool, pool), or every training input a landmark
+            k_train = k_pool[:n, :n]
+            alpha = _solve(k_train, y, self.ridge)
+            test, train = k_test[:, :n] @ alpha, k_train @ alpha
+        else:
+            assert feats is not None
+            lam = self.ridge * float(k_pool.diagonal().mean())  # mean diag K_mm
+            alpha = _nystrom_solve(k_pool[:n], feats, y, lam)
+            test, train = k_test @ alpha, k_pool[:n] @ alpha
         ok = bool(torch.isfinite(test).all() & torch.isfinite(train).all())
         return Predictions(test=test.to(ctx.dtype), train=train.to(ctx.dtype), diverged=not ok)
 
@@ -136,7 +190,40 @@ def _solve(k: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
     """``(k + ridge * mean(diag k) I)^-1 y`` in float64; eigen-solve if not positive definite."""
     n = k.shape[0]
     lam = ridge * float(k.diagonal().mean()) if n else 0.0
-    a = k + lam * torch.eye(n, dtype=k.dtype, device=k.device)
+    return _spd_solve(k + lam * torch.eye(n, dtype=k.dtype, device=k.device), y)
+
+
+def landmark_features(k_mm: torch.Tensor) -> torch.Tensor:
+    """``W`` with ``W W^T = K_mm^+`` (``m x r``): the Nystrom features of inputs ``x`` are
+    ``K(x, landmarks) W``, and their Gram matrix is ``K_nm K_mm^+ K_mn``. ``W = L^-T`` from a
+    Cholesky factor ``L`` (a jitter of ``m eps mean(diag K_mm)``); where that fails (``K_mm``
+    singular to rounding), eigenvectors with the modes below rounding dropped."""
+    m = len(k_mm)
+    k_mm = (k_mm + k_mm.T) / 2
+    eps = m * torch.finfo(k_mm.dtype).eps
+    jitter = eps * float(k_mm.diagonal().mean()) if m else 0.0
+    eye = torch.eye(m, dtype=k_mm.dtype, device=k_mm.device)
+    chol, info = torch.linalg.cholesky_ex(k_mm + jitter * eye)
+    if int(info) == 0:
+        return torch.linalg.solve_triangular(chol, eye, upper=False).T
+    w, v = torch.linalg.eigh(k_mm)
+    keep = w > w.abs().max() * eps
+    return v[:, keep] / w[keep].sqrt()
+
+
+def _nystrom_solve(k_nm: torch.Tensor, feats: torch.Tensor, y: torch.Tensor, lam: float
+                   ) -> torch.Tensor:
+    """``alpha_m`` with ``K(x, landmarks) alpha_m`` the Nystrom kernel ridge prediction:
+    ``alpha_m = (K_mn K_nm + lam K_mm)^+ K_mn y``, solved in the features ``B = K_nm W``
+    (``feats = W``) as ``W (B^T B + lam I)^-1 B^T y``."""
+    b = k_nm @ feats
+    a = b.T @ b + lam * torch.eye(b.shape[1], dtype=b.dtype, device=b.device)
+    return feats @ _spd_solve(a, b.T @ y)
+
+
+def _spd_solve(a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``a^-1 y`` for a symmetric ``a`` meant to be positive definite."""
+    n = a.shape[0]
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) == 0:
         return torch.cholesky_solve(y, chol)
@@ -151,8 +238,9 @@ def _tensor_key(t: torch.Tensor) -> tuple:
 
 
 class _Cache:
-    """LRU of kernel matrices, bounded in bytes; entries hold their input tensors, so memory
-    is not reused under a cached key while the entry lives."""
+    """LRU of kernel matrices, bounded in bytes. An entry is a tuple whose leading tensors
+    (up to three; None skipped) are counted, the rest its input tensors: it holds them, so
+    memory is not reused under a cached key while the entry lives."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -164,36 +252,48 @@ class _Cache:
             return self.entries[key]
         return None
 
-    def put(self, key: tuple, value: tuple[torch.Tensor, ...]) -> None:
+    def put(self, key: tuple, value: tuple[torch.Tensor | None, ...]) -> None:
         self.entries[key] = value
         self.entries.move_to_end(key)
         while len(self.entries) > 1 and self.nbytes() > self.max_bytes:
             self.entries.popitem(last=False)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for v in self.entries.values() for t in v[:2])
+        return sum(t.numel() * t.element_size() for v in self.entries.values()
+                   for t in v[:3] if t is not None)
 
 
 _CACHE = _Cache(CACHE_BYTES)
 
 
 def _kernels(model: Architecture, kind: str, augmentation: Transform | None, job: Job,
-             pool_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``K(pool, pool)`` and ``K(test, pool)`` for the pool that ``job.x_train`` starts,
-    at least ``pool_size`` rows of it, from the cache when possible."""
+             pool_size: int, landmarks: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``K(pool, pool)`` and ``K(test, pool)`` for the pool that ``job.x_train`` starts, at
+    least ``pool_size`` rows of it; or, with ``landmarks``, ``K(pool, landmarks)`` and
+    ``K(test, landmarks)`` (the pool's first ``landmarks`` inputs) and the landmarks'
+    features (:func:`landmark_features`). From the cache when possible."""
     aug = None if augmentation is None else (augmentation.name,
                                              repr(augmentation.get_params()))
     key = (model.kernel_key(), kind, aug, _tensor_key(job.x_train), _tensor_key(job.x_test),
-           len(job.x_test))
+           len(job.x_test), landmarks)
     hit = _CACHE.get(key)
     if hit is not None and hit[0].shape[0] >= pool_size:
-        return hit[0], hit[1]
+        return hit[0], hit[1], hit[2]
     base = job.x_train.as_strided((pool_size, *job.x_train.shape[1:]),
                                   job.x_train.stride())  # the pool's first pool_size rows
-    k_pool = _averaged(model, kind, augmentation, base, base)
-    k_test = _averaged(model, kind, augmentation, job.x_test, base)
-    _CACHE.put(key, (k_pool, k_test, base, job.x_test))
-    return k_pool, k_test
+    feats = None
+    if landmarks is None:
+        k_pool = _averaged(model, kind, augmentation, base, base)
+        k_test = _averaged(model, kind, augmentation, job.x_test, base)
+    else:
+        marks = base[:landmarks]
+        k_mm = _averaged(model, kind, augmentation, marks, marks)
+        k_pool = torch.cat([k_mm, _averaged(model, kind, augmentation, base[landmarks:], marks)])
+        k_test = _averaged(model, kind, augmentation, job.x_test, marks)
+        feats = landmark_features(k_mm)
+    _CACHE.put(key, (k_pool, k_test, feats, base, job.x_test))
+    return k_pool, k_test, feats
 
 
 def _averaged(model: Architecture, kind: str, augmentation: Transform | None,
