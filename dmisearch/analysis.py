@@ -35,6 +35,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from dmisearch import stats
+from dmisearch.curve_pruner import trial_columns, with_predicted
 from dmisearch.evidence import (
     Scorer,
     Triplet,
@@ -190,8 +191,10 @@ class Results:
         ``confirmation``: a retrain on fresh seeds of trial ``confirms``), ``value`` (the
         optimised score), ``aulc``, ``final_error``, ``n_to_target`` (with its status),
         ``beta`` (least-squares slope), the power-law fit ``power_law_a/b/c`` of
-        ``err ~ a n^-b + c``, local slopes ``slope_<n1>_<n2>`` between consecutive sizes, and
-        provenance (``device``, ``worker``, ``dmisearch_version``, ``schema``, errors)."""
+        ``err ~ a n^-b + c``, local slopes ``slope_<n1>_<n2>`` between consecutive sizes,
+        provenance (``device``, ``worker``, ``dmisearch_version``, ``schema``, errors), and
+        under the curve pruner its extrapolated score (``predicted_score``, ``predicted``:
+        True where a pruned trial has only that; :func:`~dmisearch.curve_pruner.trial_columns`)."""
         rows = []
         for study, t in self._trials():
             a = t.user_attrs
@@ -219,7 +222,7 @@ class Results:
                        worker=a.get("worker"), dmisearch_version=a.get("dmisearch_version"),
                        schema=a.get("schema", 0), error=a.get("error"),
                        pruned_reason=a.get("pruned_reason"), retry_of=a.get("retry_of"))
-            rows.append(row)
+            rows.append({**row, **trial_columns(a, t.state)})
         return pd.DataFrame(rows)
 
     def predictions(self) -> pd.DataFrame:
@@ -251,7 +254,8 @@ class Results:
         """A stored trial's score with its interval over its seeds."""
         return self._scorers[study].interval(trial, confidence)
 
-    def leaderboard(self, *, confidence: float = 0.95) -> pd.DataFrame:
+    def leaderboard(self, *, confidence: float = 0.95, predicted: bool = False
+                    ) -> pd.DataFrame:
         """One row per triplet, best first.
 
         ``score`` is the triplet's best search score; ``ci_low`` / ``ci_high`` its
@@ -266,6 +270,9 @@ class Results:
         either row has no valid interval. ``complete`` / ``pruned`` / ``failed`` count
         distinct configurations (a configuration retried after a lost worker counts once;
         reused duplicates not at all); ``first_error`` is the first failure's message.
+        ``predicted=True`` adds ``predicted_score`` / ``predicted_trial``: a pruned trial's
+        extrapolated score where it beats the measured ``score`` (or there is none), never
+        used for the ranking (:func:`~dmisearch.curve_pruner.with_predicted`).
         """
         rows = []
         for (study, triplet), ev in self.evidence().items():
@@ -284,7 +291,7 @@ class Results:
         for col in ("rank", "trial", "confirmed_trial", "seeds", "confirmed_seeds"):
             df[col] = pd.array(list(df[col]), dtype="Int64")
         df["beats_next"] = pd.array(list(df["beats_next"]), dtype="boolean")
-        return df
+        return with_predicted(df, self.trials()) if predicted else df
 
     def _row(self, study: str, triplet: Triplet, ev: TripletEvidence, confidence: float
              ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Flow of ``TrialObjective.__call__``:
    algorithm together (and, in a batch of trials, together with the other trials' jobs of
    the same algorithm class, so the engine can fuse them); test and train errors per job.
 4. After each size, the running score is reported at ``step = n``; at the end of a stage
+   the partial curve is stored on the trial (``curve``, which the curve pruner fits) and
    the pruner may stop a poor candidate; a diverged job (NaN/inf) prunes the trial with
    the reason.
 5. The curve, scores, components with their packages and versions, device and timings are
@@ -282,7 +283,10 @@ class TrialObjective:
             sizes = np.array(spec.grid.sizes[: len(plan.means)])
             trial.report(spec.objective.intermediate(
                 sizes, np.array(plan.means), plan.data.baseline, plan.data.floor(spec)), step=n)
-            if n in self.prune_points and trial.should_prune():
+            if n not in self.prune_points:
+                continue
+            trial.set_user_attr("curve", {k: list(v) for k, v in plan.curve.items()})
+            if trial.should_prune():
                 trial.set_user_attr("pruned_reason", f"pruner stopped it after n={n}")
                 plan.outcome = "pruned"
 

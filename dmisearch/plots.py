@@ -1,6 +1,7 @@
 """Figures from studies (matplotlib): learning curves, score heatmaps, data sets side by
-side, scaling exponents, and the kernel learners' predicted curves and spectra where the
-studies store them (``dmisearch predict --save``). Each function returns a
+side, scaling exponents, the kernel learners' predicted curves and spectra where the
+studies store them (``dmisearch predict --save``), and the curve pruner's extrapolations
+(``pruner = "curve"``). Each function returns a
 ``matplotlib.figure.Figure``; save it with ``fig.savefig("curves.pdf")`` (PNG, SVG and PDF
 all work)::
 
@@ -10,7 +11,8 @@ all work)::
     res = Results.load("studies/quickstart.toml")
     plots.curves(res).savefig("curves.svg")
 
-Every figure shows the best complete trial of each triplet (as the leaderboard does).
+Every figure but `extrapolations` shows the best complete trial of each triplet (as the
+leaderboard does).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from dmisearch import stats  # noqa: E402
 from dmisearch.analysis import Results, Triplet  # noqa: E402
+from dmisearch.curve_pruner import ATTR as EXTRAPOLATION  # noqa: E402
 from dmisearch.errors import DmisearchError  # noqa: E402
 from dmisearch.evidence import curve_matrix  # noqa: E402
 from dmisearch.metrics import beta  # noqa: E402
@@ -238,3 +241,56 @@ def spectra(res: Results, study: str | None = None) -> Figure:
         ev_ax.legend(loc="best", frameon=False)
         fig.tight_layout()
     return fig
+
+
+def extrapolations(res: Results, study: str | None = None) -> Figure:
+    """The curve pruner's extrapolations (``pruner = "curve"``), one panel per study: each
+    judged trial's measured mean curve (solid, dots) and, from its last trained size on,
+    the full curve the pruner predicted at its latest prune point (dashed with the 5-95%
+    band: pruned, so only predicted; dotted: kept, then measured), coloured by pair."""
+    judged = [(s, t) for s in res.studies if study is None or s.study_name == study
+              for t in s.get_trials(deepcopy=False)
+              if isinstance(t.user_attrs.get(EXTRAPOLATION), dict)
+              and "curve" in t.user_attrs[EXTRAPOLATION]]
+    if not judged:
+        where = "no study of these results has" if study is None else f"study '{study}' has no"
+        raise DmisearchError(f"{where} trials judged by the curve pruner: set "
+                             "[search] pruner = \"curve\" (docs/study-files.md, Pruning)")
+    names = list(dict.fromkeys(s.study_name for s, _ in judged))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.8),
+                                 squeeze=False)
+        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        pairs = list(dict.fromkeys((t.user_attrs.get("model"), t.user_attrs.get("algorithm"))
+                                   for _, t in judged))
+        for ax, name in zip(axes[0], names, strict=True):
+            for s, t in judged:
+                if s.study_name == name:
+                    pair = (t.user_attrs.get("model"), t.user_attrs.get("algorithm"))
+                    _extrapolation(ax, t, cycle[pairs.index(pair) % len(cycle)])
+            ax.set(xscale="log", yscale="log", xlabel="training samples n",
+                   ylabel="mean test error", title=f"extrapolations: {name}")
+            ticks = sorted({n for s, t in judged if s.study_name == name
+                            for n in t.user_attrs[EXTRAPOLATION]["curve"]["size"]})
+            ax.set_xticks(ticks, [str(n) for n in ticks])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            handles = [plt.Line2D([], [], color=cycle[i % len(cycle)], label=f"{m} / {a}")
+                       for i, (m, a) in enumerate(pairs)]
+            ax.legend(handles=handles, loc="best", frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+def _extrapolation(ax: plt.Axes, t: object, color: str) -> None:
+    """One trial: measured (solid) and, beyond its last judged size, predicted."""
+    record = t.user_attrs[EXTRAPOLATION]  # type: ignore[attr-defined]
+    curve = record["curve"]
+    sizes, _, err = curve_matrix(t.user_attrs)  # type: ignore[attr-defined]
+    ax.plot(sizes, np.nanmean(err, axis=1), "-o", ms=2.5, lw=0.8, color=color, alpha=0.8)
+    start = len(curve["trained"]) - 1
+    n = curve["size"][start:]
+    pruned = bool(record.get("pruned"))
+    ax.plot(n, curve["mean"][start:], ls="--" if pruned else ":", lw=0.9, color=color)
+    if pruned:
+        ax.fill_between(n, curve["low"][start:], curve["high"][start:], color=color,
+                        alpha=0.08, lw=0)

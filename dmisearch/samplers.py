@@ -1,13 +1,15 @@
 """Samplers and pruners from study files, and the size of a search space.
 
 Names in a study file map to Optuna classes (``SAMPLERS``, ``PRUNERS``); options are the
-class's keyword arguments. Two samplers are *exhaustive designs*: ``brute_force``
-(``BruteForceSampler``: every configuration of a discrete space once, conditional spaces
-included) and ``grid`` (``GridSampler``: the cross product of a grid, by default every value
-of every searched dimension). Optuna stops an exhaustive study from inside its
-``optimize`` loop (``Study.stop``), which dmisearch's ask-and-tell loop does not use, so
-:class:`Exhaustive` ignores that stop; the runner ends the study when every configuration
-has finished (:func:`space_size`), whichever process finished the last one.
+class's keyword arguments. Pruners are looked up in ``PRUNER_CLASSES``: Optuna's, and
+dmisearch's own curve pruner (:mod:`dmisearch.curve_pruner`). Two samplers are
+*exhaustive designs*: ``brute_force`` (``BruteForceSampler``: every configuration of a
+discrete space once, conditional spaces included) and ``grid`` (``GridSampler``: the cross
+product of a grid, by default every value of every searched dimension). Optuna stops an
+exhaustive study from inside its ``optimize`` loop (``Study.stop``), which dmisearch's
+ask-and-tell loop does not use, so :class:`Exhaustive` ignores that stop; the runner ends
+the study when every configuration has finished (:func:`space_size`), whichever process
+finished the last one.
 
 Sampler seeds: a study's seed is mixed with the *session* (one per ``run`` or ``worker``
 process that ever worked on the study, numbered in the study's storage), so that a resumed,
@@ -18,6 +20,7 @@ began (:func:`session_seed`).
 from __future__ import annotations
 
 import itertools
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +34,7 @@ from optuna.distributions import (
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from dmisearch.curve_pruner import CurvePruner
 from dmisearch.seeding import derive_seed
 from dmisearch.space import Dim, Fixed
 
@@ -49,8 +53,13 @@ PRUNERS = {
     "hyperband": "HyperbandPruner",
     "successive_halving": "SuccessiveHalvingPruner",
     "threshold": "ThresholdPruner",
+    "curve": "CurvePruner",
     "none": "NopPruner",
 }
+#: The pruner classes ``PRUNERS`` names: optuna.pruners' and dmisearch's own.
+PRUNER_CLASSES = types.SimpleNamespace(
+    **{name: getattr(optuna.pruners, name) for name in optuna.pruners.__all__},
+    CurvePruner=CurvePruner)
 #: Samplers that walk a finite design and end the study when it is done.
 EXHAUSTIVE = ("GridSampler", "BruteForceSampler")
 #: Defaults applied when the study file names the sampler without these options.

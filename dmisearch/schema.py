@@ -236,7 +236,9 @@ SEARCH = Section("search", (
           expected="a name or a table with 'name'"),
     Field("pruner", (str, dict), "median",
           "likewise: `median`, `percentile`, `hyperband`, `successive_halving`, "
-          "`threshold`, `none`",
+          "`threshold`, `none`, and `curve` (extrapolates each trial's learning curve; "
+          "options `threshold`, `k`, `family`, `min_sizes`, `bootstrap`, `calibrate`, see "
+          "Pruning above)",
           expected="a name or a table with 'name'"),
     Field("prune_after", (list,), None,
           "curve sizes after which the pruner is asked; the sizes up to each train together "

@@ -16,7 +16,14 @@ from dmisearch.data import Composed
 from dmisearch.metrics import Objective
 from dmisearch.prior import Prior, PriorSampler
 from dmisearch.registry import Entry
-from dmisearch.samplers import EXHAUSTIVE, Exhaustive, contains, session_seed, space_size
+from dmisearch.samplers import (
+    EXHAUSTIVE,
+    PRUNER_CLASSES,
+    Exhaustive,
+    contains,
+    session_seed,
+    space_size,
+)
 from dmisearch.space import Dim, Fixed
 from dmisearch.space import describe as describe_dim
 
@@ -156,7 +163,7 @@ class StudySpec:
         return all(contains(dim, params[name]) for name, dim in expected.items())
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
-        return self.pruner.build(optuna.pruners)
+        return self.pruner.build(PRUNER_CLASSES)
 
     def identity(self) -> dict[str, Any]:
         """What every trial of a study must share to be comparable (checked on resume)."""

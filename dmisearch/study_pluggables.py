@@ -16,6 +16,7 @@ from dmisearch.errors import did_you_mean
 from dmisearch.factory import Problems
 from dmisearch.samplers import (
     EXHAUSTIVE,
+    PRUNER_CLASSES,
     PRUNER_DEFAULTS,
     PRUNERS,
     SAMPLER_DEFAULTS,
@@ -43,7 +44,7 @@ def build_sampling(
                          "otherwise the study would never stop")
     problems = len(pb.items)
     pruner = build_pluggable(SEARCH.get(se, "pruner"), SEARCH["pruner"], PRUNERS,
-                             optuna.pruners, PRUNER_DEFAULTS, pb, None)
+                             PRUNER_CLASSES, PRUNER_DEFAULTS, pb, None)
     prune_after = build_prune_after(se, pruner, grid, pb, len(pb.items) > problems)
     return sampler, pruner, prune_after
 
@@ -52,10 +53,12 @@ def build_pluggable(
     raw: Any, field: Field, aliases: Mapping[str, str], module: Any,
     defaults: Mapping[str, Mapping[str, Any]], pb: Problems, seed: int | None,
 ) -> Pluggable:
-    """A sampler or pruner: a name (an alias or the Optuna class name) or a table of
-    ``name`` and the class's options, built once to check them (the fallback if not)."""
+    """A sampler or pruner: a name (an alias or the class name) or a table of ``name`` and
+    the class's options, built once to check them (the fallback if not). A class that
+    refuses an option by raising an error with an ``option`` attribute (the curve pruner)
+    is reported under ``search.<field>.<option>``."""
     key = f"search.{field.key}"
-    fallback = Pluggable("NopPruner" if module is optuna.pruners else "RandomSampler", {})
+    fallback = Pluggable("NopPruner" if module is PRUNER_CLASSES else "RandomSampler", {})
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
@@ -82,7 +85,11 @@ def build_pluggable(
     try:
         plug.build(module, seed)
     except Exception as exc:
-        pb.add(key, f"{cls_name}({json.dumps(options, default=str)[1:-1]}) failed: {exc}")
+        option = getattr(exc, "option", None)
+        if option is not None:
+            pb.add(f"{key}.{option}", str(exc))
+        else:
+            pb.add(key, f"{cls_name}({json.dumps(options, default=str)[1:-1]}) failed: {exc}")
         return fallback
     return plug
 
