@@ -58,7 +58,7 @@ SCHEMA = 1
 TRIAL_ATTRS = (
     "dmisearch_version", "schema", "model", "algorithm", "data", "model_params",
     "algorithm_params", "packages", "curve", "baseline_error", "metric", "scores", "device",
-    "wall_time_s",
+    "wall_time_s", "batch_trials",
 )
 
 
@@ -219,6 +219,7 @@ class TrialObjective:
                         p.outcome, p.error = "failed", exc
                 p.trial.set_user_attr("curve", p.curve)
                 p.trial.set_user_attr("wall_time_s", time.perf_counter() - p.started)
+                p.trial.set_user_attr("batch_trials", len(plans))  # sharing that time
             except UpdateFinishedTrialError:
                 p.outcome = "reaped"
 

@@ -87,3 +87,15 @@ def test_run_json_prints_the_same_board(tmp_path, tiny_doc):
     rows = got["leaderboard"]
     assert rows and {"rank", "model", "algorithm", "score", "params"} <= set(rows[0])
     assert rows[0]["rank"] == 1
+
+
+def test_a_trial_of_a_batch_shows_its_share_of_the_batch_time():
+    from types import SimpleNamespace
+
+    from dmisearch.cli.output import timing
+
+    alone = SimpleNamespace(user_attrs={"wall_time_s": 2.0, "batch_trials": 1})
+    shared = SimpleNamespace(user_attrs={"wall_time_s": 312.0, "batch_trials": 4})
+    assert timing(alone) == "2.0 s"
+    assert timing(shared) == "~78.0 s: 1/4 of a 312.0 s batch"
+    assert timing(SimpleNamespace(user_attrs={"wall_time_s": 1.5})) == "1.5 s"  # older trials

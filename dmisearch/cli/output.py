@@ -47,7 +47,6 @@ def trial_line(spec: Any, t: Any) -> str:
     from dmisearch.trialinfo import CONFIRMS_ATTR, DUPLICATE_ATTR
 
     pair = f"{t.user_attrs.get('model', '?')}/{t.user_attrs.get('algorithm', '?')}"
-    secs = t.user_attrs.get("wall_time_s", 0.0)
     if DUPLICATE_ATTR in t.user_attrs:
         other = t.user_attrs[DUPLICATE_ATTR]
         what = (f"repeats trial {other}: its result reused, not trained again"
@@ -56,7 +55,7 @@ def trial_line(spec: Any, t: Any) -> str:
         return f"trial {t.number:>4}  {pair:<18} {what}"
     if CONFIRMS_ATTR in t.user_attrs and t.state.name == "COMPLETE":
         return (f"trial {t.number:>4}  {pair:<18} confirms trial {t.user_attrs[CONFIRMS_ATTR]} "
-                f"on fresh seeds: {spec.objective.name} {t.value:.4g}  [{secs:.1f} s]")
+                f"on fresh seeds: {spec.objective.name} {t.value:.4g}  [{timing(t)}]")
     error = str(t.user_attrs.get("error", "unknown error"))
     if t.state.name == "FAIL" and error.startswith(LOST):
         return (f"trial {t.number:>4}  {pair:<18} taken for lost while this worker was "
@@ -67,7 +66,17 @@ def trial_line(spec: Any, t: Any) -> str:
         outcome = f"pruned ({t.user_attrs.get('pruned_reason', 'by the pruner')})"
     else:
         outcome = f"FAILED: {error}"
-    return f"trial {t.number:>4}  {pair:<18} {outcome}  [{secs:.1f} s]"
+    return f"trial {t.number:>4}  {pair:<18} {outcome}  [{timing(t)}]"
+
+
+def timing(t: Any) -> str:
+    """The trial's seconds; a trial trained together with others in a batch shows its share
+    of the batch's time, marked as such."""
+    secs = float(t.user_attrs.get("wall_time_s", 0.0))
+    batch = int(t.user_attrs.get("batch_trials", 1) or 1)
+    if batch <= 1:
+        return f"{secs:.1f} s"
+    return f"~{secs / batch:.1f} s: 1/{batch} of a {secs:.1f} s batch"
 
 
 def printer(progress: bool) -> Any:
