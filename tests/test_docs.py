@@ -29,10 +29,33 @@ def test_analysis_guide_runs(tmp_path, monkeypatch):
             assert res.returncode == 0, f"{code}\n{res.stdout}\n{res.stderr}"
         else:
             exec(compile(code, "docs/analysis.md", "exec"), namespace)  # noqa: S102
+    _dashboard_reads(tmp_path / "demo.log")
     for produced in ("curves.pdf", "heatmap.svg", "exponents.png", "predicted.png",
                      "spectra.png", "report/index.html", "report/curves.csv",
                      "report/trials.csv", "report/predictions.csv"):
         assert (tmp_path / produced).stat().st_size > 0, produced
+
+
+def _dashboard_reads(journal: Path) -> None:
+    """What section 9 says: optuna-dashboard opens the journal and names the objective
+    (its WSGI app, asked what `optuna-dashboard demo.log` would serve)."""
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna_dashboard import wsgi
+
+    app = wsgi(JournalStorage(JournalFileBackend(str(journal))))
+
+    def get(path: str) -> dict:
+        environ = {"PATH_INFO": path}
+        setup_testing_defaults(environ)
+        return json.loads(b"".join(app(environ, lambda *a: None)))
+
+    (summary,) = get("/api/studies")["study_summaries"]
+    assert summary["study_name"] == "demo"
+    assert get(f"/api/studies/{summary['study_id']}")["objective_names"] == ["aulc"]
 
 
 def test_the_scale_out_recipes_parse_and_their_commands_pass_a_dry_run(tmp_path):
