@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -162,6 +162,9 @@ class TrialObjective:
         self.stages = stages(spec.grid.sizes, spec.prune_after)
         #: sizes after which the pruner is asked: the ends of every stage but the last
         self.prune_points = frozenset(s[-1] for s in self.stages[:-1])
+        #: Called after each stage of a batch with the batch's plans, the stage's sizes and
+        #: the stage's index (the runner's progress); None: nothing.
+        self.on_stage: Callable[[list[TrialPlan], tuple[int, ...], int], None] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan = self.plan(trial)
@@ -202,12 +205,14 @@ class TrialObjective:
         propagates.
         """
         with deadline(self.spec.trial_timeout):
-            for stage in self.stages:
+            for index, stage in enumerate(self.stages):
                 alive = [p for p in plans if p.outcome == "running"]
                 if not alive:
                     break
                 for group in _by_algorithm(alive):
                     self._run_stage(group, stage)
+                if self.on_stage is not None:
+                    self.on_stage(plans, stage, index)
         for p in plans:
             try:
                 if p.outcome == "running":

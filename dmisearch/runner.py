@@ -55,6 +55,7 @@ from dmisearch.coordination import (
 from dmisearch.errors import DmisearchError, StudyMismatchError, StudyNotFoundError
 from dmisearch.objective import StudyData, TrialObjective, TrialPlan, make_context
 from dmisearch.preflight import check_architectures
+from dmisearch.progress import StageProgress
 from dmisearch.storage import describe, open_storage, silence_optuna
 from dmisearch.study_file import StudySpec
 from dmisearch.telling import fail_interrupted, tell, tell_failed
@@ -222,6 +223,7 @@ def run_study(
         AUTO_BATCH_CUDA if objective.ctx.device.type == "cuda" else 1)
     start = time.monotonic()
     bar = _progress(spec, finished_count(study)) if progress else None
+    objective.on_stage = StageProgress(study, spec.n_trials, len(objective.stages), bar, note)
     streak: list[str] = []
     asked: list[optuna.Trial] = []  # this batch's trials, from their ask on
     try:

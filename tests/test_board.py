@@ -99,3 +99,20 @@ def test_a_trial_of_a_batch_shows_its_share_of_the_batch_time():
     assert timing(alone) == "2.0 s"
     assert timing(shared) == "~78.0 s: 1/4 of a 312.0 s batch"
     assert timing(SimpleNamespace(user_attrs={"wall_time_s": 1.5})) == "1.5 s"  # older trials
+
+
+def test_a_run_says_each_stage_of_each_batch_as_it_trains(tiny_doc, registry):
+    """Without a terminal: one plain line per stage, before the trials it trains finish,
+    with the study's counts and, once a trial has finished, the time left."""
+    tiny_doc["search"].update(pruner="median", n_trials=4, trials_per_batch=2)
+    notes: list[str] = []
+    finished: list[int] = []
+    run_study(build_spec(tiny_doc, registry, storage="memory"), note=notes.append,
+              on_trial=lambda t: (finished.append(t.number), notes.append(f"told {t.number}")))
+    stages = [n for n in notes if "stage" in n]
+    assert stages[0].startswith("batch of 2 (trials 0-1): stage 1/2 (n=8..8) trained")
+    assert "study 0/4 done, 0 pruned, 0 failed" in stages[0]
+    assert any(n.startswith("batch of 2 (trials 0-1): stage 2/2 (n=16..16)") for n in stages)
+    assert notes.index(stages[0]) < notes.index("told 0")  # said before the batch ends
+    later = [n for n in stages if "(trials 2-3)" in n]
+    assert later and all("left" in n for n in later[:1]), later

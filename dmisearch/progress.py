@@ -1,0 +1,71 @@
+"""What a run says while a batch trains: one line per stage of each batch.
+
+A batch of trials trains its curve in stages (every size up to a prune point together), so a
+batch can take minutes before any trial finishes. After each stage :class:`StageProgress`
+says which trials, which stage and sizes are done, the time since the run started, the
+study's trials done / pruned / failed, and an estimate of the time left (the run's seconds
+per finished trial so far times the trials the budget leaves). In a terminal it goes into
+the progress bar's postfix; otherwise it is printed as a plain line (``note``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from dmisearch.trialinfo import is_search
+
+
+class StageProgress:
+    """The ``on_stage`` callback of a run's objective."""
+
+    def __init__(self, study: optuna.Study, n_trials: int | None, n_stages: int,
+                 bar: Any = None, note: Callable[[str], None] | None = None):
+        self.study, self.n_trials, self.n_stages = study, n_trials, n_stages
+        self.bar, self.note = bar, note
+        self.start = time.monotonic()
+        self.done_at_start = self.counts()[0]
+
+    def counts(self) -> tuple[int, int, int]:
+        """The study's search trials: (finished, pruned, failed)."""
+        trials = [t for t in self.study.get_trials(deepcopy=False) if is_search(t)]
+        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        failed = sum(t.state == TrialState.FAIL for t in trials)
+        return done, pruned, failed
+
+    def line(self, numbers: Sequence[int], sizes: Sequence[int], index: int) -> str:
+        elapsed = time.monotonic() - self.start
+        done, pruned, failed = self.counts()
+        which = (f"trial {numbers[0]}" if len(numbers) == 1 else
+                 f"batch of {len(numbers)} (trials {numbers[0]}-{numbers[-1]})")
+        text = (f"{which}: stage {index + 1}/{self.n_stages} (n={sizes[0]}..{sizes[-1]}) "
+                f"trained; {clock(elapsed)} elapsed; study {done}"
+                f"{f'/{self.n_trials}' if self.n_trials else ''} done, {pruned} pruned, "
+                f"{failed} failed")
+        finished_here = done - self.done_at_start
+        if self.n_trials and finished_here > 0 and done < self.n_trials:
+            left = elapsed / finished_here * (self.n_trials - done)
+            text += f"; ~{clock(left)} left"
+        return text
+
+    def __call__(self, plans: Sequence[Any], sizes: Sequence[int], index: int) -> None:
+        text = self.line(sorted(p.trial.number for p in plans), sizes, index)
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+        elif self.note is not None:
+            self.note(text)
+
+
+def clock(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
