@@ -190,9 +190,9 @@ def test_a_prediction_in_another_quantity_than_the_metric_gets_its_own_panel(sav
 def test_the_report_has_a_predicted_curves_section_when_the_study_stores_them(saved, tmp_path):
     (study,) = Results.load(saved[0]).studies
     page = write_report(Results([study]), tmp_path / "with").read_text()
-    section = page[page.index("<h2>Predicted learning curves</h2>"):page.index(
-        "<h2>Studies</h2>")]
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', section)) == 2
+    section = page[page.index('<h2 id="predictions">'):page.index('<h2 id="failures">')]
+    assert re.findall(r'<div id="(fig-[a-z-]+)" class="plotly-graph-div"', section) == [
+        "fig-predicted", "fig-spectra"]
     assert "modes 90%" in section and "predicted aulc" in section
     assert section.count("<td>fcn</td>") == 1 and section.count("<td>cnn_gap</td>") == 1
     assert (tmp_path / "with" / "predictions.csv").exists()

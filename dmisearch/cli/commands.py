@@ -133,7 +133,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     res = Results.load(*args.studies, storage=args.storage)
     index = write_report(res, args.out)
-    print(f"report written to {index} (with curves.csv, trials.csv, leaderboard.csv)")
+    others = sorted(p.name for p in index.parent.iterdir() if p != index and p.is_file())
+    print(f"report written to {index} (with {', '.join(others)})")
     return 0
 
 

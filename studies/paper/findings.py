@@ -531,8 +531,10 @@ def write_page(secs: dict[str, float] | None = None) -> Path:
         f"({platform.processor() or platform.machine()}, {_cpu_count()} CPU cores), "
         f"{datetime.now(timezone.utc):%Y-%m-%d}: torch {', '.join(torches) or '?'} (as the "
         f"trials record it), optuna {_version('optuna')}, numpy {_version('numpy')}, Python "
-        f"{platform.python_version()}. Full HTML reports (interactive tables, "
-        "settings, plugin versions, environment, CSV data) are in `docs/findings/<group>/`.",
+        f"{platform.python_version()}. Full HTML reports (leaderboard tables, "
+        "figures, settings, plugin versions, environment, CSV data) are in "
+        "`docs/findings/<group>/`, as `dmisearch report` writes them (docs/analysis.md, "
+        "section 8).",
         "",
     ]
     claims = [c for g in GROUPS for c in g.claims]
