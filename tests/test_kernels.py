@@ -4,21 +4,26 @@ Oracles: Monte-Carlo estimates from the finite networks ``architectures`` builds
 over initialisations of ``f(x) f(x')`` for the NNGP, of the empirical NTK for the NTK), exact
 symmetries (cnn_vec = lcn, rotation invariance of fcn, cyclic-shift invariance of cnn_gap,
 transposition of square filters), closed forms (linear and one-hidden-layer fcn, erf moments
-by Gauss-Hermite quadrature), and the block/symmetric/diagonal code paths against each other.
+by Gauss-Hermite quadrature), the implementation before the kernels were rewritten for speed
+(``kernel_reference``), and the block/symmetric/diagonal code paths against each other.
 """
 
 from __future__ import annotations
 
 import math
 
+import kernel_reference
 import numpy as np
 import pytest
 import torch
 
+from dmisearch_builtins import kernels
 from dmisearch_builtins.architectures import FAMILIES
 from dmisearch_builtins.kernels import (
     KERNEL_FAMILIES,
+    KINDS,
     SUPPORTED_ACTIVATIONS,
+    estimate_seconds,
     kernel,
     kernel_diag,
     kernel_problem,
@@ -349,6 +354,134 @@ def test_float32_inputs_zero_variances_and_empty_batches():
             assert (k[0] == 0).all() and (k[:, 0] == 0).all()
             assert torch.isfinite(kernel_diag(arch, x, kind)).all()
             assert kernel(arch, x[:0], x, kind).shape == (0, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# the pre-optimisation implementation, blocks, threads and progress
+# --------------------------------------------------------------------------------------------
+#
+# ``kernel_reference`` is a frozen copy of the kernels before they were rewritten for speed
+# (pair layouts, fused passes, blocks on threads). The rewrite must give the same numbers up
+# to rounding: within 1e-12 of the largest entry, elementwise within 1e-12 wherever an entry
+# is not tiny (above 1e-4 of the largest: smaller ones come from cancellation, erf kernels of
+# nearly uncorrelated inputs, where the absolute error is what counts), and exact zeros
+# (zero inputs with sigma_b = 0) exactly zero.
+
+#: (depth, filter_size, sigma_b): depth 1 and 2, odd and even filters (4: the extra tap on
+#: the right), sigma_b zero and non-zero.
+REF_CONFIGS = ((1, 3, 0.0), (2, 2, 0.4), (2, 3, 0.0), (1, 4, 0.4))
+REF_SHAPES = {1: (2, 7), 2: (1, 5, 4)}
+
+
+def _assert_same(new: torch.Tensor, old: torch.Tensor, what: str) -> None:
+    scale = old.abs().max()
+    err = (new - old).abs()
+    assert err.max() <= 1e-12 * scale, (what, (err.max() / scale).item())
+    big = old.abs() > 1e-4 * scale
+    assert (err[big] <= 1e-12 * old.abs()[big]).all(), (what, (err[big] / old.abs()[big]).max())
+    assert torch.equal(new == 0, old == 0), what
+
+
+@pytest.mark.parametrize("nd", (1, 2))
+@pytest.mark.parametrize("activation", sorted(SUPPORTED_ACTIVATIONS))
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_kernels_equal_the_pre_optimisation_reference(name, activation, nd):
+    shape = REF_SHAPES[nd]
+    x = correlated_inputs(8, shape, seed=40 + nd)
+    x[1, :, :2] = 0.0  # zero patches at an edge: zero variances (zeros padding, sigma_b = 0)
+    x[2] = 0.0
+    x2 = randn(5, *shape, seed=42)
+    configs = REF_CONFIGS + (((0, 3, 0.3),) if name == "fcn" else ())
+    for pad in (("circular", "zeros") if name in CONV_FAMILIES else (None,)):
+        for depth, k, sb in configs:
+            arch = make(name, depth=depth, activation=activation, padding=pad, filter_size=k,
+                        sigma_w=1.3, sigma_b=sb)
+            for kind in KINDS:
+                what = f"{name} {nd}-D {activation} {pad} depth {depth} k {k} sb {sb} {kind}"
+                _assert_same(kernel(arch, x, x2, kind),
+                             kernel_reference.kernel(arch, x, x2, kind), what + " x1, x2")
+                _assert_same(kernel(arch, x, None, kind),
+                             kernel_reference.kernel(arch, x, None, kind), what + " Gram")
+                _assert_same(kernel_diag(arch, x, kind),
+                             kernel_reference.kernel_diag(arch, x, kind), what + " diag")
+
+
+#: One architecture per layout: cnn_gap with circular offsets and with zero-padded positions
+#: (1-D and 2-D), same-position pairs (cnn_vec), one position (fcn).
+CHUNK_CASES = [("cnn_gap", (2, 7), "circular"), ("cnn_gap", (1, 5, 4), "zeros"),
+               ("cnn_gap", (1, 4, 5), "circular"), ("cnn_vec", (2, 7), "zeros"),
+               ("fcn", (2, 7), None)]
+
+
+@pytest.mark.parametrize("case", CHUNK_CASES, ids=lambda c: f"{c[0]}-{len(c[1]) - 1}d-{c[2]}")
+def test_blocks_of_any_size_give_one_blocks_kernel(case):
+    # The chunked path that sizes blocks to the device's memory, exercised on the CPU: one
+    # pair per block, a few pairs per block (ragged edges, blocks straddling the diagonal,
+    # the mirror below it), one block for everything.
+    name, shape, pad = case
+    arch = make(name, depth=2, activation="relu", padding=pad, filter_size=3, sigma_w=1.3,
+                sigma_b=0.3)
+    x, x2 = correlated_inputs(8, shape, seed=50), randn(5, *shape, seed=51)
+    positions = math.prod(shape[1:]) if name != "fcn" else 1
+    for kind in KINDS:
+        whole = kernel(arch, x, None, kind, max_block_bytes=2**40)
+        cross = kernel(arch, x, x2, kind, max_block_bytes=2**40)
+        for mbb in (1, 3 * 8 * positions ** (2 if name == "cnn_gap" else 1)):
+            calls = []
+            gram = kernel(arch, x, None, kind, max_block_bytes=mbb, progress=lambda *a,
+                          calls=calls: calls.append(a))
+            assert torch.equal(gram, gram.T)
+            assert len(calls) > 2 and calls == [(i + 1, len(calls)) for i in range(len(calls))]
+            assert _rel(gram, whole) < 1e-14
+            assert _rel(kernel(arch, x, x2, kind, max_block_bytes=mbb), cross) < 1e-14
+            assert _rel(kernel_diag(arch, x, kind, max_block_bytes=mbb), whole.diagonal()) < 1e-13
+
+
+def test_progress_counts_the_blocks_of_the_upper_triangle():
+    arch = make("cnn_vec", depth=1, padding="zeros")
+    x = randn(10, 2, 7, seed=52)
+    one_pair = 8 * 7  # one pair of same-position covariances per block
+    calls = []
+    kernel(arch, x, None, "nngp", max_block_bytes=one_pair, progress=lambda *a: calls.append(a))
+    assert calls[-1] == (55, 55)  # n (n + 1) / 2 blocks of one pair
+    calls.clear()
+    kernel(arch, x, x[:4], "nngp", max_block_bytes=one_pair, progress=lambda *a: calls.append(a))
+    assert calls[-1] == (40, 40)
+
+
+def test_cuda_blocks_are_sized_to_the_free_memory(monkeypatch):
+    # No GPU here: the rule that sizes CUDA blocks, with the free memory the driver reports.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
+    cuda = torch.device("cuda")
+    expect = int(40 * 2**30 * kernels._CUDA_FREE_SHARE) // (2 * kernels._BUFFERS)
+    assert kernels.block_bytes(cuda) == min(expect, kernels._CUDA_MAX_BYTES)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**28, 80 * 2**30))
+    assert kernels.block_bytes(cuda) == int(2**28 * kernels._CUDA_FREE_SHARE) // (
+        2 * kernels._BUFFERS)
+    assert kernels.block_bytes(cuda, 12345) == 12345
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert kernels.block_bytes(torch.device("cpu")) == (
+                threads * kernels._CPU_BLOCK_BYTES_PER_THREAD)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_estimate_seconds_scales_a_timed_probe(monkeypatch):
+    arch = make("cnn_gap", depth=2, padding="circular")
+    # a real probe (its timing depends on the machine's load)
+    seconds = estimate_seconds(arch, (1, 12), 200, probe_seconds=0.02)
+    assert 0 < seconds < 600
+    # the model: a call's fixed cost plus the request's pair-array elements at the probed
+    # cost of one; only the blocks on and above the diagonal count for a Gram matrix
+    monkeypatch.setattr(kernels, "_probe", lambda *args: (0.5, 1e-9))
+    gram, cross = (estimate_seconds(arch, (1, 12), 4000),
+                   estimate_seconds(arch, (1, 12), 4000, 3000))
+    per_pair = 12 * 12
+    assert 4000 * 4001 / 2 * per_pair < (gram - 0.5) / 1e-9 < 1.1 * 4000 * 4001 / 2 * per_pair
+    assert (cross - 0.5) / 1e-9 == 4000 * 3000 * per_pair
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,15 +39,37 @@ Conventions
   (Cho & Saul 2009). Erf: ``Kphi = (2/pi) arcsin(2 k12 / sqrt((1 + 2 k11)(1 + 2 k22)))``,
   ``Kd = (4/pi) / sqrt((1 + 2 k11)(1 + 2 k22) - 4 k12^2)`` (Williams 1997).
 
-Numerics: everything is computed in float64 on the inputs' device. A zero variance (zero
-input patches with zeros padding or ``sigma_b = 0``) gives ``Kphi = 0`` and a finite ``Kd``
-without NaN. The ReLU angle is ill-conditioned at ``|cos theta| = 1`` (rounding alone moves
-``theta`` by ~1e-8 there), so cosines within 1e-12 of +-1 are set to +-1: a pair of inputs
-and its self-pair (``kernel_diag``) then give the same numbers. Pairs are processed in
-blocks so that no intermediate array exceeds ``max_block_bytes``; cnn_gap carries arrays of
-shape ``(n1_blk, n2_blk, P, P)``, lcn/cnn_vec ``(n1_blk, n2_blk, P)`` (peak memory is about
-a dozen such blocks; on the CPU blocks are further capped at 1 MiB, which is several times
-faster). Self-covariances ``K(x, x)[p, p]`` are computed once per input.
+Computation
+-----------
+Everything is float64 on the inputs' device. The self variances ``K(x, x)[p, p]`` of every
+hidden layer are computed once per input (a same-position recursion), and from them the
+per-input factors the moments need (``kernel_ops``: ``1/sqrt(v)`` and ``sqrt(v)`` for ReLU,
+``1/sqrt(1 + 2 v)`` for erf), so a pair's cosine is two multiplications and no square
+root. The Gram matrix is computed by blocks of input pairs (``kernel_plan`` prepares them,
+``kernel_ops`` computes them); a block's covariances are pair arrays (the first input's
+positions outermost, the second's, as circular offsets or zero-padded positions, innermost;
+lcn, cnn_vec and fcn carry same-position pairs only). The first layer is one matrix product
+of the inputs' patches (``sigma_b`` enters as one more patch entry); each hidden layer then
+costs a fixed number of fused in-place passes over the pair arrays (the moments, then the
+filter as ``k`` shifted adds per spatial axis), and the last one is summed straight into
+the readout. With ``x2``
+None only the blocks on or above the diagonal are computed and the rest is mirrored, so the
+result is exactly symmetric.
+
+Blocks: each pair array of a block holds at most ``max_block_bytes`` (five are live per
+block); left at None, ``_CPU_BLOCK_BYTES_PER_THREAD`` times torch's threads on the CPU and a
+share of the free memory on CUDA (``torch.cuda.mem_get_info``). Blocks run one after
+another, each operation on torch's threads. Any block size gives the same numbers up to
+rounding. ``progress(done, total)``, if given, is called after each block;
+``estimate_seconds`` predicts the time of a request from a timed probe.
+
+Numerics: a zero variance (zero input patches with zeros padding or ``sigma_b = 0``) gives
+``Kphi = 0`` and a finite ``Kd`` without NaN. The ReLU angle is ill-conditioned at
+``|cos theta| = 1`` (rounding alone moves ``theta`` by ~1e-8 there), so cosines within 1e-12
+of +-1 are set to +-1: a pair of inputs and its self-pair (``kernel_diag``) then give the
+same numbers. Just short of that, the angle amplifies rounding by ``1/sqrt(1 - |cos|)``:
+where the activations at two positions are parallel to within ~1e-6 (near-duplicate or
+nearly constant inputs), a ReLU entry is determined by float64 only to ~1e-12.
 
 Not supported (``kernel_problem`` says why): activations other than relu and erf (tanh and
 gelu have no closed form here), architectures other than the four built-in families, and
@@ -57,9 +79,13 @@ inputs the finite architecture rejects (``check_input``).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import torch
+
+from dmisearch_builtins import kernel_ops as ops
+from dmisearch_builtins.kernel_plan import Plan, Side
 
 #: The networks these kernels are the limits of: the built-in families of
 #: ``architectures.FAMILIES``, each of whose classes names itself in ``kernel_family`` (a
@@ -68,12 +94,19 @@ KERNEL_FAMILIES = ("fcn", "lcn", "cnn_vec", "cnn_gap")
 SUPPORTED_ACTIVATIONS: frozenset[str] = frozenset({"relu", "erf"})
 KINDS = ("nngp", "ntk")
 
-#: ReLU cosines this close to +-1 are snapped to +-1 (see the module docstring).
-_COS_SNAP = 1e-12
-#: On the CPU, blocks stay near cache size: several times faster than large blocks, whose
-#: fresh allocations are dominated by page faults and memory traffic.
-_CPU_BLOCK_BYTES = 2**20
+#: Bytes of one pair array of a block on the CPU, per thread of torch's (each operation is
+#: split among them): larger blocks pay less per-operation overhead (the threads start and
+#: join for each), smaller ones stay nearer the cores' caches
+#: (``python benchmarks/bench_kernels.py --block-sweep``).
+_CPU_BLOCK_BYTES_PER_THREAD = 2**19
+#: On CUDA a block's pair arrays (``_BUFFERS``, plus as much again for the blocks' other
+#: data) take at most this share of the free memory, and none more than ``_CUDA_MAX_BYTES``.
+_CUDA_FREE_SHARE = 0.5
+_CUDA_MAX_BYTES = 2**31
+_BUFFERS = 5
 _DTYPE = torch.float64
+
+Progress = Callable[[int, int], None]
 
 
 def kernel_problem(arch) -> str | None:
@@ -88,271 +121,173 @@ def kernel_problem(arch) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------------------------
-# building blocks
-# --------------------------------------------------------------------------------------------
-
-
-def _pad(t: torch.Tensor, dim: int, left: int, right: int, circular: bool) -> torch.Tensor:
-    """Pad ``dim`` by ``left`` and ``right`` entries: wrapped around, or zeros."""
-    n = t.shape[dim]
-    if circular:
-        return torch.cat([t.narrow(dim, n - left, left), t, t.narrow(dim, 0, right)], dim)
-    shape = list(t.shape)
-    shape[dim] = n + left + right
-    out = t.new_zeros(shape)
-    out.narrow(dim, left, n).copy_(t)
-    return out
-
-
-def _filter_mean(t: torch.Tensor, axes: Sequence[tuple[int, ...]], k: int,
-                 circular: bool) -> torch.Tensor:
-    """``(1/k^nd) sum_delta t[p + delta, p' + delta]`` over the offsets ``delta`` in
-    ``-left .. k-1-left`` of every spatial axis; ``axes`` lists, per spatial axis, the dims
-    offset together (one for same-position arrays, two for position pairs). Out-of-range
-    indices wrap (circular) or contribute zero."""
-    left = (k - 1) // 2
-    for dims in axes:
-        sizes = [t.shape[d] for d in dims]
-        padded = t
-        for d in dims:
-            padded = _pad(padded, d, left, k - 1 - left, circular)
-        acc = None
-        for start in range(k):  # padded index start + p is original index p + start - left
-            s = padded
-            for d, n in zip(dims, sizes, strict=True):
-                s = s.narrow(d, start, n)
-            acc = s.clone() if acc is None else acc.add_(s)
-        t = acc
-    return t / k ** len(axes) if axes else t
-
-
-def _moments(activation: str, k12: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor,
-             need_d: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``E[phi(u) phi(v)]`` and (if ``need_d``) ``E[phi'(u) phi'(v)]`` for centred Gaussian
-    ``(u, v)`` with variances ``v1``, ``v2`` and covariance ``k12`` (broadcast together)."""
-    if activation == "relu":
-        norm = torch.sqrt(v1 * v2)
-        pos = norm > 0
-        cos = torch.where(pos, k12 / torch.where(pos, norm, torch.ones_like(norm)), 0.0)
-        cos = cos.clamp_(-1.0, 1.0)
-        cos = torch.where(cos > 1 - _COS_SNAP, 1.0, cos)
-        cos = torch.where(cos < -1 + _COS_SNAP, -1.0, cos)
-        theta = torch.arccos(cos)
-        pi_theta = math.pi - theta
-        kphi = norm * (torch.sin(theta) + pi_theta * cos) / (2 * math.pi)
-        kd = pi_theta / (2 * math.pi) if need_d else None
-        return kphi, kd
-    if activation == "erf":
-        a = torch.sqrt((1 + 2 * v1) * (1 + 2 * v2))
-        kphi = torch.arcsin((2 * k12 / a).clamp_(-1.0, 1.0)) * (2 / math.pi)
-        kd = None
-        if need_d:
-            # (1 + 2 v1)(1 + 2 v2) - 4 k12^2, with the PSD part v1 v2 - k12^2 clamped at 0
-            det = 1 + 2 * (v1 + v2) + 4 * (v1 * v2 - k12 * k12).clamp_(min=0.0)
-            kd = (4 / math.pi) / torch.sqrt(det)
-        return kphi, kd
-    raise ValueError(f"activation {activation!r} has no closed-form kernel")
-
-
-def _recursion(arch, X: torch.Tensor, variances: Sequence[tuple] | None,
-               filt: Callable[[torch.Tensor], torch.Tensor],
-               readout: Callable[[torch.Tensor], torch.Tensor],
-               ntk: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Layer recursion from the input covariance ``X``.
-
-    ``variances[l]`` is the pair ``(K(x,x), K(x',x'))`` of same-position variances of hidden
-    layer ``l``, broadcastable against ``X``; None means every pair is a self-pair (``X``
-    holds same-position self-covariances) and the variances are the covariances themselves.
-    Returns the readout's kernel and the hidden layers' pre-activation covariances.
-    """
-    sw2, sb2 = float(arch.sigma_w) ** 2, float(arch.sigma_b) ** 2
-    depth = int(arch.depth)
-    agg = readout if depth == 0 else filt
-    K = agg(X) * sw2 + sb2
-    T = K if ntk else None
-    hidden = []
-    for layer in range(depth):
-        hidden.append(K)
-        v1, v2 = (K, K) if variances is None else variances[layer]
-        kphi, kd = _moments(arch.activation, K, v1, v2, ntk)
-        agg = readout if layer == depth - 1 else filt
-        K = agg(kphi).mul_(sw2).add_(sb2)
-        del kphi
-        if ntk:
-            T = agg(T * kd).mul_(sw2).add_(K)
-    return (T if ntk else K), hidden
-
-
-class _Plan:
-    """How one architecture's kernel is laid out for one input shape."""
-
-    def __init__(self, arch, shape: tuple[int, ...]):
-        self.arch = arch
-        self.fcn = arch.name == "fcn"
-        self.gap = arch.name == "cnn_gap"
-        self.spatial = () if self.fcn else tuple(shape[1:])
-        self.nd = len(self.spatial)
-        self.P = math.prod(self.spatial)
-        self.d = math.prod(shape)
-        self.circular = (not self.fcn) and arch.padding == "circular"
-        self.k = 1 if self.fcn else int(arch.filter_size)
-
-    # -- per-pair size (elements) of the largest arrays --------------------------------------
-    def pair_elems(self) -> int:
-        """Elements per input pair of the largest array: the covariance, or its padded copy
-        along one spatial axis inside a filter."""
-        grow = max(((n + self.k - 1) / n for n in self.spatial), default=1.0)
-        if self.gap:
-            return math.ceil(self.P * self.P * grow * grow)
-        return math.ceil(self.P * grow)
-
-    # -- filter / readout along the layout's position axes ----------------------------------
-    def _ops(self, lead: int, pairs: bool):
-        if self.fcn:
-            ident = lambda t: t  # noqa: E731
-            return ident, ident
-        nd = self.nd
-        if pairs:
-            axes = [(lead + i, lead + nd + i) for i in range(nd)]
-        else:
-            axes = [(lead + i,) for i in range(nd)]
-
-        def filt(t):
-            return _filter_mean(t, axes, self.k, self.circular)
-
-        def readout(t):
-            return t.flatten(lead).mean(-1)
-
-        return filt, readout
-
-    # -- self variances K(x, x)[p, p] of every hidden layer ---------------------------------
-    def self_variances(self, x: torch.Tensor, max_block_bytes: int) -> list[torch.Tensor]:
-        """Per hidden layer, ``(n, *spatial)`` (fcn: ``(n,)``) same-position variances."""
-        n = x.shape[0]
-        diag_elems = math.ceil(self.P * max(((n + self.k - 1) / n for n in self.spatial),
-                                            default=1.0))
-        rows = max(1, max_block_bytes // (8 * diag_elems))
-        filt, readout = self._ops(1, pairs=False)
-        per_layer: list[list[torch.Tensor]] = [[] for _ in range(self.arch.depth)]
-        for i in range(0, n, rows):
-            X = self.same_position_self(x[i:i + rows])
-            _, hidden = _recursion(self.arch, X, None, filt, readout, ntk=False)
-            for layer, h in enumerate(hidden):
-                per_layer[layer].append(h)
-        return [torch.cat(h) for h in per_layer]
-
-    def same_position_self(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fcn:
-            return (x.flatten(1) ** 2).sum(1) / self.d
-        c = x.shape[1]
-        return (x * x).sum(1) / c  # (n, *spatial)
-
-    # -- pair kernel of a block --------------------------------------------------------------
-    def pair_block(self, x1, x2, s1, s2, ntk: bool) -> torch.Tensor:
-        b1, b2 = x1.shape[0], x2.shape[0]
-        sp, nd = self.spatial, self.nd
-        if self.fcn:
-            X = x1.flatten(1) @ x2.flatten(1).T / self.d
-            var = [(a[:, None], b[None, :]) for a, b in zip(s1, s2, strict=True)]
-        else:
-            c = x1.shape[1]
-            f1, f2 = x1.flatten(2), x2.flatten(2)
-            if self.gap:
-                X = torch.einsum("icp,jcq->ijpq", f1, f2).reshape(b1, b2, *sp, *sp) / c
-                one = (1,) * nd
-                var = [(a.reshape(b1, 1, *sp, *one), b.reshape(1, b2, *one, *sp))
-                       for a, b in zip(s1, s2, strict=True)]
-            else:
-                X = torch.einsum("icp,jcp->ijp", f1, f2).reshape(b1, b2, *sp) / c
-                var = [(a[:, None], b[None]) for a, b in zip(s1, s2, strict=True)]
-        filt, readout = self._ops(2, pairs=self.gap)
-        out, _ = _recursion(self.arch, X, var, filt, readout, ntk)
-        return out
-
-    # -- self kernel (diagonal) of a block ---------------------------------------------------
-    def self_block(self, x, s, ntk: bool) -> torch.Tensor:
-        if not self.gap:
-            filt, readout = self._ops(1, pairs=False)
-            out, _ = _recursion(self.arch, self.same_position_self(x), None, filt, readout,
-                                ntk)
-            return out
-        n, c, sp, one = x.shape[0], x.shape[1], self.spatial, (1,) * self.nd
-        f = x.flatten(2)
-        X = torch.einsum("icp,icq->ipq", f, f).reshape(n, *sp, *sp) / c
-        var = [(a.reshape(n, *sp, *one), a.reshape(n, *one, *sp)) for a in s]
-        filt, readout = self._ops(1, pairs=True)
-        out, _ = _recursion(self.arch, X, var, filt, readout, ntk)
-        return out
-
-
-def _prepare(arch, kind: str, xs: Sequence[torch.Tensor]) -> tuple[_Plan, bool]:
+def _prepare(arch, kind: str, shapes: Sequence[tuple[int, ...]]) -> tuple[Plan, bool]:
     problem = kernel_problem(arch)
     if problem is not None:
         raise ValueError(problem)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    shape = tuple(xs[0].shape[1:])
-    for x in xs[1:]:
-        if tuple(x.shape[1:]) != shape:
-            raise ValueError(f"input shapes differ: {shape} and {tuple(x.shape[1:])}")
+    shape = tuple(shapes[0])
+    for other in shapes[1:]:
+        if tuple(other) != shape:
+            raise ValueError(f"input shapes differ: {shape} and {tuple(other)}")
     problem = arch.check_input(shape)
     if problem is not None:
         raise ValueError(problem)
-    return _Plan(arch, shape), kind == "ntk"
+    return Plan(arch, shape), kind == "ntk"
 
 
-def _working_block(max_block_bytes: int, device: torch.device) -> int:
-    return min(max_block_bytes, _CPU_BLOCK_BYTES) if device.type == "cpu" else max_block_bytes
+def block_bytes(device: torch.device, max_block_bytes: int | None = None) -> int:
+    """Bytes of one pair array of a block: ``max_block_bytes`` if given, else the device's
+    default (module docstring)."""
+    if max_block_bytes is not None:
+        return max(1, int(max_block_bytes))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(2**20, min(_CUDA_MAX_BYTES, int(free * _CUDA_FREE_SHARE) // (2 * _BUFFERS)))
+    return _CPU_BLOCK_BYTES_PER_THREAD * max(1, torch.get_num_threads())
+
+
+def _block_sizes(plan: Plan, n1: int, n2: int, nbytes: int) -> tuple[int, int]:
+    """Rows and columns of a block: the most pairs within ``nbytes`` per array, with between
+    half and all of the square root of that many rows (and two where that fits)."""
+    pairs = max(1, nbytes // (8 * plan.pair_elems))
+    root = math.isqrt(pairs)
+    b1 = max(range(max(1, min(2, root), root // 2), root + 1),
+             key=lambda b: (b * (pairs // b), b))
+    b1 = max(1, min(n1, b1))
+    return b1, max(1, min(n2, pairs // b1))
+
+
+def _columns(n1: int, n2: int, b1: int, b2: int,
+             sym: bool) -> list[tuple[tuple[int, int], list[tuple[int, int]]]]:
+    """Column blocks ``(j0, j1)``, each with its row blocks ``(i0, i1)``; with ``sym`` only
+    the blocks with an entry on or above the diagonal."""
+    out = []
+    for j0 in range(0, n2, b2):
+        j1 = min(n2, j0 + b2)
+        rows = range(0, min(n1, j1) if sym else n1, b1)
+        out.append(((j0, j1), [(i0, min(n1, i0 + b1)) for i0 in rows]))
+    return out
 
 
 def kernel(arch, x1: torch.Tensor, x2: torch.Tensor | None, kind: str, *,
-           max_block_bytes: int = 256 * 2**20) -> torch.Tensor:
+           max_block_bytes: int | None = None,
+           progress: Progress | None = None) -> torch.Tensor:
     """Infinite-width ``kind`` ("nngp" or "ntk") kernel of ``arch`` between ``x1``
     ``(n1, *input_shape)`` and ``x2`` ``(n2, *input_shape)`` (None: ``x1``, and the result is
-    exactly symmetric). Returns ``(n1, n2)`` float64 on ``x1``'s device."""
+    exactly symmetric). Returns ``(n1, n2)`` float64 on ``x1``'s device.
+
+    ``max_block_bytes`` bounds each pair array of a block (None: the device's default);
+    ``progress(done_blocks, total_blocks)``, if given, is called after every block.
+    """
     device = x1.device
-    x1 = x1.to(device=device, dtype=_DTYPE)
+    x1 = x1.detach().to(dtype=_DTYPE)
     sym = x2 is None
-    x2 = x1 if sym else x2.to(device=device, dtype=_DTYPE)
-    plan, ntk = _prepare(arch, kind, (x1, x2))
+    x2 = x1 if sym else x2.detach().to(device=device, dtype=_DTYPE)
+    plan, ntk = _prepare(arch, kind, (x1.shape[1:], x2.shape[1:]))
     n1, n2 = x1.shape[0], x2.shape[0]
-    if n1 == 0 or n2 == 0:
-        return torch.zeros(n1, n2, dtype=_DTYPE, device=device)
-    max_block_bytes = _working_block(max_block_bytes, device)
-    s1 = plan.self_variances(x1, max_block_bytes)
-    s2 = s1 if sym else plan.self_variances(x2, max_block_bytes)
     out = torch.zeros(n1, n2, dtype=_DTYPE, device=device)
-    cap = max(1, max_block_bytes // (8 * plan.pair_elems()))
-    b2 = max(1, min(n2, cap))
-    b1 = max(1, min(n1, cap // b2))
+    if n1 == 0 or n2 == 0:
+        return out
+    b1, b2 = _block_sizes(plan, n1, n2, block_bytes(device, max_block_bytes))
+    columns = _columns(n1, n2, b1, b2, sym)
+    total, done = sum(len(rows) for _, rows in columns), 0
     with torch.no_grad():
-        for i in range(0, n1, b1):
-            for j in range(0, n2, b2):
-                if sym and j + b2 <= i:  # strictly below the diagonal: mirrored below
-                    continue
-                out[i:i + b1, j:j + b2] = plan.pair_block(
-                    x1[i:i + b1], x2[j:j + b2], [s[i:i + b1] for s in s1],
-                    [s[j:j + b2] for s in s2], ntk)
+        s1 = Side(plan, x1)
+        s2 = s1 if sym else Side(plan, x2)
+        ws = ops.Workspace(_BUFFERS, b1 * b2 * plan.pair_elems + 2 * plan.slack, device,
+                           plan.sb2)
+        outers = {i0: plan.outer_block(s1, i0, min(n1, i0 + b1)) for i0 in range(0, n1, b1)}
+        for (j0, j1), rows in columns:
+            inner = plan.inner_block(s2, j0, j1)  # once per column of blocks
+            for i0, i1 in rows:
+                out[i0:i1, j0:j1] = plan.pair_block(ws, outers[i0], inner, ntk)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
     if sym:
         out = torch.triu(out) + torch.triu(out, 1).T
     return out
 
 
 def kernel_diag(arch, x: torch.Tensor, kind: str, *,
-                max_block_bytes: int = 256 * 2**20) -> torch.Tensor:
+                max_block_bytes: int | None = None) -> torch.Tensor:
     """``kernel(arch, x_i, x_i, kind)`` for every input: ``(n,)`` float64 on ``x``'s device."""
-    x = x.to(dtype=_DTYPE)
-    plan, ntk = _prepare(arch, kind, (x,))
-    max_block_bytes = _working_block(max_block_bytes, x.device)
-    s = plan.self_variances(x, max_block_bytes) if plan.gap else None
-    rows = max(1, max_block_bytes // (8 * plan.pair_elems()))
-    parts = []
+    x = x.detach().to(dtype=_DTYPE)
+    plan, ntk = _prepare(arch, kind, (x.shape[1:],))
     with torch.no_grad():
-        for i in range(0, x.shape[0], rows):
-            parts.append(plan.self_block(x[i:i + rows],
-                                         None if s is None else [a[i:i + rows] for a in s],
-                                         ntk))
-    if not parts:
-        return torch.zeros(0, dtype=_DTYPE, device=x.device)
-    return torch.cat(parts)
+        side = Side(plan, x)
+        if not plan.gap:
+            return side.self_kernel(ntk)
+        rows = max(1, block_bytes(x.device, max_block_bytes) // (8 * plan.pair_elems))
+        ws = ops.Workspace(_BUFFERS, min(rows, len(x)) * plan.pair_elems + 2 * plan.slack,
+                           x.device, plan.sb2)
+        parts = [plan.diag_block(ws, side, i, min(len(x), i + rows), ntk)
+                 for i in range(0, len(x), rows)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=_DTYPE, device=x.device)
+
+
+def estimate_seconds(arch, input_shape: Sequence[int], n1: int, n2: int | None = None,
+                     kind: str = "ntk", device: str | torch.device = "cpu", *,
+                     probe_seconds: float = 0.3) -> float:
+    """Predicted seconds of ``kernel(arch, x1, x2, kind)`` with ``n1`` inputs ``x1`` and
+    ``n2`` inputs ``x2`` (None: the Gram matrix of ``x1``), on ``device`` as it is now.
+
+    What it measures: the Gram matrices of 2 and of ``m`` random inputs of ``input_shape``
+    on ``device``, the faster of two or three runs each; ``m`` is doubled from 16 until a
+    run takes ``probe_seconds`` and spans 16 blocks (or reaches ``n1``, or takes ten times
+    ``probe_seconds``). The 2-input time is a call's fixed cost; the rest of the ``m``-input
+    time, per pair-array element computed (blocks sized as ``kernel`` sizes them), is the
+    cost of an element. The estimate is the fixed cost plus the request's elements at that
+    cost: linear in them, so the self variances (linear in the inputs) are left out. It
+    reflects the machine's load during the probe, which takes a few times
+    ``probe_seconds``; on a machine shared with other work it can be off by several times.
+    """
+    device = torch.device(device)
+    plan, _ = _prepare(arch, kind, (tuple(input_shape),))
+    fixed, per_elem = _probe(arch, tuple(input_shape), kind, device, n1, probe_seconds)
+    total = _computed_elems(plan, n1, n1 if n2 is None else n2, n2 is None, device)
+    return fixed + per_elem * total
+
+
+def _probe(arch, input_shape: tuple[int, ...], kind: str, device: torch.device, n_max: int,
+           probe_seconds: float) -> tuple[float, float]:
+    """Seconds of a call's fixed cost and per computed pair-array element
+    (``estimate_seconds``)."""
+    plan, _ = _prepare(arch, kind, (input_shape,))
+    g = torch.Generator().manual_seed(0)
+
+    def timed(m: int, runs: int = 2) -> float:
+        x = torch.randn(m, *input_shape, generator=g, dtype=_DTYPE).to(device)
+        best = math.inf
+        for _ in range(runs):
+            _sync(device)
+            t = time.perf_counter()
+            kernel(arch, x, None, kind)
+            _sync(device)
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    def enough(m: int, seconds: float) -> bool:  # long enough, and well past the fixed cost
+        blocks = _computed_elems(plan, m, m, True, device) / block
+        return m >= n_max or seconds >= 10 * probe_seconds or (
+            seconds >= probe_seconds and blocks >= 16)
+
+    block = math.prod(_block_sizes(plan, n_max, n_max, block_bytes(device))) * plan.pair_elems
+    fixed, m = timed(2, 3), max(2, min(16, n_max))
+    while not enough(m, seconds := timed(m)):
+        m = min(n_max, 2 * m)
+    elems = _computed_elems(plan, m, m, True, device) - _computed_elems(plan, 2, 2, True, device)
+    return fixed, max(0.0, seconds - fixed) / max(1, elems)
+
+
+def _computed_elems(plan: Plan, n1: int, n2: int, sym: bool, device: torch.device) -> int:
+    b1, b2 = _block_sizes(plan, n1, n2, block_bytes(device))
+    return sum((i1 - i0) * (j1 - j0) for (j0, j1), rows in _columns(n1, n2, b1, b2, sym)
+               for i0, i1 in rows) * plan.pair_elems
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
