@@ -29,6 +29,7 @@ from dmisearch.factory import Problems, instantiate
 from dmisearch.metrics import aulc as aulc_of
 from dmisearch.metrics import floor_for
 from dmisearch.objective import resolve_device
+from dmisearch.progress import Throttled, reporting_to
 from dmisearch.seeding import derive_seed
 from dmisearch.space import Fixed
 from dmisearch.spec import Candidate, StudySpec
@@ -202,7 +203,8 @@ def predict(spec: StudySpec, *, pool: int | None = None, kinds: Sequence[str] | 
         say(f"[{i}/{len(pairs)}] {model.cls.name} {kind}: Gram matrix of {pool} inputs "
             f"on {dev}")
         try:
-            out.append(predict_pair(model, kind, algo, x, y, spec.grid.sizes, dev))
+            with reporting_to(Throttled(say, f"{model.cls.name} {kind}")):
+                out.append(predict_pair(model, kind, algo, x, y, spec.grid.sizes, dev))
         except SpectrumError as exc:
             say(f"{model.cls.name} {kind}: left out: {exc}")
     return sorted(out, key=lambda p: p.aulc)

@@ -1,4 +1,5 @@
-"""What a run says while a batch trains: one line per stage of each batch.
+"""What a run says while it works: one line per stage of each batch, and the blocks of long
+kernel computations.
 
 A batch of trials trains its curve in stages (every size up to a prune point together), so a
 batch can take minutes before any trial finishes. After each stage :class:`StageProgress`
@@ -6,18 +7,64 @@ says which trials, which stage and sizes are done, the time since the run starte
 study's trials done / pruned / failed, and an estimate of the time left (the run's seconds
 per finished trial so far times the trials the budget leaves). In a terminal it goes into
 the progress bar's postfix; otherwise it is printed as a plain line (``note``).
+
+Long computations inside components (the built-in analytic kernels: a Gram matrix of
+thousands of inputs takes minutes) report ``(done, total)`` blocks to the callback of
+:data:`KERNEL_PROGRESS` when a caller set one (:func:`reporting_to`): ``dmisearch run`` and
+``dmisearch predict`` set a :class:`Throttled` one that says the blocks done, the time so
+far and the time left at most every few seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from dmisearch.trialinfo import is_search
+
+#: Where a component's long computation reports ``(done, total)`` (None: nowhere).
+KERNEL_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = (
+    contextvars.ContextVar("dmisearch_kernel_progress", default=None))
+
+
+@contextlib.contextmanager
+def reporting_to(callback: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Within the block, :data:`KERNEL_PROGRESS` is ``callback``."""
+    token = KERNEL_PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        KERNEL_PROGRESS.reset(token)
+
+
+class Throttled:
+    """A ``(done, total)`` callback that says ``label: 12/40 blocks, 35 s, ~1 min 30 s
+    left`` through ``say`` at most every ``every`` seconds (the first after ``every``
+    seconds: short computations say nothing). A new computation (``done`` back to 1)
+    starts the clock again."""
+
+    def __init__(self, say: Callable[[str], None], label: str = "kernel",
+                 every: float = 10.0):
+        self.say, self.label, self.every = say, label, every
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done <= 1:
+            self.start = self.last = now
+        if now - self.last < self.every or total <= 0:
+            return
+        self.last = now
+        elapsed = now - self.start
+        left = elapsed / done * (total - done)
+        self.say(f"{self.label}: {done}/{total} blocks, {clock(elapsed)} so far, "
+                 f"~{clock(left)} left")
 
 
 class StageProgress:

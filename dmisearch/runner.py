@@ -55,7 +55,7 @@ from dmisearch.coordination import (
 from dmisearch.errors import DmisearchError, StudyMismatchError, StudyNotFoundError
 from dmisearch.objective import StudyData, TrialObjective, TrialPlan, make_context
 from dmisearch.preflight import check_architectures
-from dmisearch.progress import StageProgress
+from dmisearch.progress import StageProgress, Throttled, reporting_to
 from dmisearch.storage import describe, open_storage, silence_optuna
 from dmisearch.study_file import StudySpec
 from dmisearch.telling import fail_interrupted, tell, tell_failed
@@ -234,7 +234,8 @@ def run_study(
                 break
             told = list(claimed.answered)  # reused results and failed plans
             if claimed.plans:
-                told += run_batch(study, objective, claimed.plans)
+                with reporting_to(kernel_progress(bar, note)):
+                    told += run_batch(study, objective, claimed.plans)
             elif not claimed.answered:  # the rest is running elsewhere and may yet fail
                 time.sleep(poll)
             for frozen in told:
@@ -248,6 +249,15 @@ def run_study(
         if bar is not None:
             bar.close()
     return study
+
+
+def kernel_progress(bar: Any, note: Callable[[str], None] | None
+                    ) -> Callable[[int, int], None] | None:
+    """Where a long kernel computation inside a trial reports: the bar's postfix in a
+    terminal, else the run's notes; None when neither."""
+    if bar is not None:
+        return Throttled(lambda text: bar.set_postfix_str(text, refresh=True), every=2.0)
+    return None if note is None else Throttled(note)
 
 
 def start_with_prior(study: optuna.Study, spec: StudySpec, progress: bool,

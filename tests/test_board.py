@@ -116,3 +116,32 @@ def test_a_run_says_each_stage_of_each_batch_as_it_trains(tiny_doc, registry):
     assert notes.index(stages[0]) < notes.index("told 0")  # said before the batch ends
     later = [n for n in stages if "(trials 2-3)" in n]
     assert later and all("left" in n for n in later[:1]), later
+
+
+def test_long_kernels_report_their_blocks_through_the_callers_channel(monkeypatch):
+    """A Gram matrix computed inside `reporting_to(cb)` reports (done, total) blocks to cb
+    (as run and predict set it), and Throttled says so at most every `every` seconds."""
+    import torch
+
+    from dmisearch import progress
+    from dmisearch_builtins.architectures import CNNGAP
+    from dmisearch_builtins.kernels import kernel
+
+    seen: list[tuple[int, int]] = []
+    x = torch.randn(12, 1, 8, dtype=torch.float64)
+    with progress.reporting_to(lambda d, t: seen.append((d, t))):
+        kernel(CNNGAP(width=4, depth=1), x, None, "ntk", max_block_bytes=2**12)
+    assert len(seen) > 2 and seen[-1][0] == seen[-1][1] == len(seen)
+    kernel(CNNGAP(width=4, depth=1), x, None, "ntk", max_block_bytes=2**12)
+    assert progress.KERNEL_PROGRESS.get() is None and len(seen) == seen[-1][1]  # reset
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    said: list[str] = []
+    cb = progress.Throttled(said.append, "cnn_gap ntk", every=10)
+    for done in range(1, 41):
+        now[0] += 1.0  # one second a block
+        cb(done, 40)
+    assert said == ["cnn_gap ntk: 11/40 blocks, 10 s so far, ~26 s left",
+                    "cnn_gap ntk: 21/40 blocks, 20 s so far, ~18 s left",
+                    "cnn_gap ntk: 31/40 blocks, 30 s so far, ~9 s left"]
