@@ -44,6 +44,9 @@ MIN_POOL, POOL_PER_SIZE = 1000, 4
 RIDGE_POINTS = 13
 #: Copies of the pool's Gram matrix alive at once (the kernel, its eigenvectors, the solve).
 GRAM_COPIES = 4
+#: Pools from this size on get an up-front time estimate (a probe of about a second per
+#: kernel); past LONG_SECONDS a warning with the options.
+ESTIMATE_FROM, LONG_SECONDS = 1000, 30 * 60
 #: Log-spaced modes at which a stored spectrum keeps its eigenvalue and C(k).
 SPECTRUM_POINTS = 64
 
@@ -180,6 +183,37 @@ def predict_pair(model: Candidate, kind: str, algo: Candidate | None, x: torch.T
     )
 
 
+def estimated_seconds(pairs: Sequence[tuple[Candidate, str, Candidate | None]],
+                      shape: tuple[int, ...], pool: int, dev: torch.device) -> float | None:
+    """The Gram matrices' estimated seconds (None: an architecture cannot estimate its
+    kernel's time: ``kernel_seconds`` is the built-ins' own method)."""
+    total = 0.0
+    for model, kind, _ in pairs:
+        estimate = getattr(_component(model), "kernel_seconds", None)
+        if estimate is None:
+            return None
+        total += estimate(shape, pool, kind, dev)
+    return total
+
+
+def time_warning(pairs: Sequence[tuple[Candidate, str, Candidate | None]],
+                 shape: tuple[int, ...], pool: int, dev: torch.device) -> str:
+    """What the Gram matrices will cost, and past :data:`LONG_SECONDS` the options."""
+    from dmisearch.progress import clock
+
+    total = estimated_seconds(pairs, shape, pool, dev)
+    if total is None:
+        return f"{len(pairs)} Gram matrices of {pool} inputs on {dev} (no time estimate)"
+    text = (f"{len(pairs)} Gram matrices of {pool} inputs on {dev}: about {clock(total)} "
+            "(estimated from a short probe)")
+    if total > LONG_SECONDS:
+        smaller = max(2, int(pool * math.sqrt(LONG_SECONDS / total)))
+        text += (f"; warning: that is long. Options: a smaller pool (--pool {smaller}, about "
+                 f"{clock(LONG_SECONDS)}), a GPU (--device cuda), or fewer kernels "
+                 "(--kind ntk)")
+    return text
+
+
 def predict(spec: StudySpec, *, pool: int | None = None, kinds: Sequence[str] | None = None,
             seed: int = 0, device: str | None = None,
             progress: Callable[[str], None] | None = None) -> list[KernelPrediction]:
@@ -198,6 +232,8 @@ def predict(spec: StudySpec, *, pool: int | None = None, kinds: Sequence[str] | 
     check_pool(spec, pool, dev)
     x, y = pool_targets(spec, pool, seed)
     say = progress or (lambda _: None)
+    if pool >= ESTIMATE_FROM:
+        say(time_warning(pairs, tuple(x.shape[1:]), pool, dev))
     out = []
     for i, (model, kind, algo) in enumerate(pairs, 1):
         say(f"[{i}/{len(pairs)}] {model.cls.name} {kind}: Gram matrix of {pool} inputs "

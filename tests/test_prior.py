@@ -144,3 +144,4 @@ def test_prior_needs_a_sampled_search_and_a_kernel(registry, test_registry):
     assert msg.startswith("search.prior") and "nothing to order" in msg
     msg = one_problem(doc(models=["plain_mlp_test"], space={}), test_registry)
     assert "provides an analytic kernel" in msg and "fcn, lcn, cnn_vec, cnn_gap" in msg
+

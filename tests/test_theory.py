@@ -201,3 +201,24 @@ def test_the_pool_limit_leaves_the_draws_test_sample(registry, tiny_doc):
         check_pool(spec, 1797, torch.device("cpu"))
     check_pool(spec, 1796, torch.device("cpu"))
     assert default_pool(spec) == 1000
+
+
+def test_predict_says_what_the_gram_matrices_will_cost_and_warns_when_long(registry,
+                                                                          monkeypatch):
+    from test_prior import doc
+
+    from dmisearch import predict
+    from dmisearch.study_file import build_spec
+
+    spec = build_spec(doc(), registry, storage="memory")
+    pairs = predict.kernel_pairs(spec)
+    text = predict.time_warning(pairs, (1, 8), 400, torch.device("cpu"))
+    assert text.startswith("2 Gram matrices of 400 inputs on cpu: about ")
+    assert "warning" not in text
+    seconds = predict.estimated_seconds(pairs, (1, 8), 400, torch.device("cpu"))
+    assert 0 < seconds < 60
+    monkeypatch.setattr(predict, "LONG_SECONDS", seconds / 4)
+    text = predict.time_warning(pairs, (1, 8), 400, torch.device("cpu"))
+    assert "warning: that is long" in text and "--device cuda" in text
+    smaller = int(text.split("--pool ")[1].split(",")[0])
+    assert 150 <= smaller <= 250  # half the pool for a quarter of the time

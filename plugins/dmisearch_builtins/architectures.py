@@ -100,6 +100,13 @@ class _Network(Architecture):
         """Analytic infinite-width kernel (``dmisearch_builtins.kernels``)."""
         return kernels.kernel(self, x1, x2, kind)
 
+    def kernel_seconds(self, input_shape: tuple[int, ...], n: int, kind: str,
+                       device: str | torch.device = "cpu") -> float:
+        """Estimated seconds of the ``kind`` Gram matrix of ``n`` inputs on ``device``
+        (``kernels.estimate_seconds``: a short probe, then linear in the elements)."""
+        return kernels.estimate_seconds(self, input_shape, n, None, kind, device,
+                                        probe_seconds=0.1)
+
     def kernel_key(self) -> Any:
         """Width and parameterisation do not enter the infinite-width kernels."""
         params = {k: v for k, v in self.get_params().items()
