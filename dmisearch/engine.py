@@ -74,6 +74,7 @@ from dmisearch.loop import (
     train_one,
 )
 from dmisearch.optim import is_dense
+from dmisearch.progress import WORK_PROGRESS
 from dmisearch.step_graph import GRAPH_MIN_REPLAYS, GRAPH_WARMUP, StepGraph
 
 if TYPE_CHECKING:  # the algorithms' module imports this one to train them
@@ -410,10 +411,13 @@ def _run_steps(step: Callable[[int], None], opt: Any, k: int, steps: int, ctx: R
     if (ctx.cuda_graphs and _graphs_supported(ctx.device) and graphable
             and steps >= GRAPH_WARMUP + GRAPH_MIN_REPLAYS):
         run = StepGraph(step, ctx.device, lambda: getattr(opt, "capturable", False))
+    report = WORK_PROGRESS.get()  # the run's progress, if any
     with step_clock(k, steps, ctx.device):
         for t in range(steps):
             if t % DEADLINE_EVERY == 0:
                 check_deadline()
+                if report is not None:
+                    report(t, steps, f"training steps of {k} networks")
             run(t)
     del run  # a graph's memory pool goes with it
 

@@ -8,11 +8,12 @@ study's trials done / pruned / failed, and an estimate of the time left (the run
 per finished trial so far times the trials the budget leaves). In a terminal it goes into
 the progress bar's postfix; otherwise it is printed as a plain line (``note``).
 
-Long computations inside components (the built-in analytic kernels: a Gram matrix of
-thousands of inputs takes minutes) report ``(done, total)`` blocks to the callback of
-:data:`KERNEL_PROGRESS` when a caller set one (:func:`reporting_to`): ``dmisearch run`` and
-``dmisearch predict`` set a :class:`Throttled` one that says the blocks done, the time so
-far and the time left at most every few seconds.
+Long computations inside a trial report ``(done, total[, what])`` to the callback of
+:data:`WORK_PROGRESS` when a caller set one (:func:`reporting_to`): the built-in analytic
+kernels their blocks (a Gram matrix of thousands of inputs takes minutes), the engine its
+training steps (every few steps of each chunk of networks trained together). ``dmisearch
+run`` and ``dmisearch predict`` set a :class:`Throttled` one that says how far it is, the
+time so far and the time left at most every few seconds.
 """
 
 from __future__ import annotations
@@ -28,42 +29,43 @@ from optuna.trial import TrialState
 
 from dmisearch.trialinfo import is_search
 
-#: Where a component's long computation reports ``(done, total)`` (None: nowhere).
-KERNEL_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = (
-    contextvars.ContextVar("dmisearch_kernel_progress", default=None))
+#: Where a long computation inside a trial reports ``(done, total[, what])`` (None:
+#: nowhere); ``what`` names the units, "blocks" when left out.
+WORK_PROGRESS: contextvars.ContextVar[Callable[..., None] | None] = (
+    contextvars.ContextVar("dmisearch_work_progress", default=None))
 
 
 @contextlib.contextmanager
-def reporting_to(callback: Callable[[int, int], None] | None) -> Iterator[None]:
-    """Within the block, :data:`KERNEL_PROGRESS` is ``callback``."""
-    token = KERNEL_PROGRESS.set(callback)
+def reporting_to(callback: Callable[..., None] | None) -> Iterator[None]:
+    """Within the block, :data:`WORK_PROGRESS` is ``callback``."""
+    token = WORK_PROGRESS.set(callback)
     try:
         yield
     finally:
-        KERNEL_PROGRESS.reset(token)
+        WORK_PROGRESS.reset(token)
 
 
 class Throttled:
-    """A ``(done, total)`` callback that says ``label: 12/40 blocks, 35 s, ~1 min 30 s
-    left`` through ``say`` at most every ``every`` seconds (the first after ``every``
-    seconds: short computations say nothing). A new computation (``done`` back to 1)
-    starts the clock again."""
+    """A ``(done, total[, what])`` callback that says ``label: 12/40 blocks, 35 s so far,
+    ~1 min 30 s left`` through ``say`` at most every ``every`` seconds (the first after
+    ``every`` seconds: short computations say nothing). A new computation (``done`` back to
+    0 or 1) starts the clock again."""
 
     def __init__(self, say: Callable[[str], None], label: str = "kernel",
                  every: float = 10.0):
         self.say, self.label, self.every = say, label, every
         self.start = self.last = time.monotonic()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, what: str = "blocks") -> None:
         now = time.monotonic()
         if done <= 1:
             self.start = self.last = now
-        if now - self.last < self.every or total <= 0:
+        if done <= 0 or total <= 0 or now - self.last < self.every:
             return
         self.last = now
         elapsed = now - self.start
         left = elapsed / done * (total - done)
-        self.say(f"{self.label}: {done}/{total} blocks, {clock(elapsed)} so far, "
+        self.say(f"{self.label}: {done}/{total} {what}, {clock(elapsed)} so far, "
                  f"~{clock(left)} left")
 
 

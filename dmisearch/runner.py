@@ -253,11 +253,12 @@ def run_study(
 
 def kernel_progress(bar: Any, note: Callable[[str], None] | None
                     ) -> Callable[[int, int], None] | None:
-    """Where a long kernel computation inside a trial reports: the bar's postfix in a
-    terminal, else the run's notes; None when neither."""
+    """Where a long computation inside a trial (kernel blocks, training steps) reports:
+    the bar's postfix in a terminal, else the run's notes; None when neither."""
     if bar is not None:
-        return Throttled(lambda text: bar.set_postfix_str(text, refresh=True), every=2.0)
-    return None if note is None else Throttled(note)
+        return Throttled(lambda text: bar.set_postfix_str(text, refresh=True), "this batch",
+                         every=2.0)
+    return None if note is None else Throttled(note, "this batch")
 
 
 def start_with_prior(study: optuna.Study, spec: StudySpec, progress: bool,

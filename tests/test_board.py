@@ -133,7 +133,7 @@ def test_long_kernels_report_their_blocks_through_the_callers_channel(monkeypatc
         kernel(CNNGAP(width=4, depth=1), x, None, "ntk", max_block_bytes=2**12)
     assert len(seen) > 2 and seen[-1][0] == seen[-1][1] == len(seen)
     kernel(CNNGAP(width=4, depth=1), x, None, "ntk", max_block_bytes=2**12)
-    assert progress.KERNEL_PROGRESS.get() is None and len(seen) == seen[-1][1]  # reset
+    assert progress.WORK_PROGRESS.get() is None and len(seen) == seen[-1][1]  # reset
 
     now = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
@@ -145,3 +145,22 @@ def test_long_kernels_report_their_blocks_through_the_callers_channel(monkeypatc
     assert said == ["cnn_gap ntk: 11/40 blocks, 10 s so far, ~26 s left",
                     "cnn_gap ntk: 21/40 blocks, 20 s so far, ~18 s left",
                     "cnn_gap ntk: 31/40 blocks, 30 s so far, ~9 s left"]
+
+
+def test_a_run_reports_training_steps_inside_a_batch(tiny_doc, registry, monkeypatch):
+    """Within a stage, the engine's training steps reach the run's notes (throttled; here
+    every report is said)."""
+    from dmisearch import progress, runner
+
+    class Eager(progress.Throttled):
+        def __init__(self, say, label="kernel", every=10.0):
+            super().__init__(say, label, every=0.0)
+
+    monkeypatch.setattr(runner, "Throttled", Eager)
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["steps"] = 64
+    notes: list[str] = []
+    run_study(build_spec(tiny_doc, registry, storage="memory", n_trials=1), note=notes.append)
+    steps = [n for n in notes if n.startswith("this batch: ") and "training steps of" in n]
+    assert steps, notes
+    assert any(re.search(r"this batch: (16|32|48)/64 training steps of \d+ networks, ", n)
+               for n in steps), steps

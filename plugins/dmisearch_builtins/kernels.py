@@ -84,7 +84,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from dmisearch.progress import KERNEL_PROGRESS
+from dmisearch.progress import WORK_PROGRESS
 from dmisearch_builtins import kernel_ops as ops
 from dmisearch_builtins.kernel_plan import Plan, Side
 
@@ -181,7 +181,7 @@ def kernel(arch, x1: torch.Tensor, x2: torch.Tensor | None, kind: str, *,
 
     ``max_block_bytes`` bounds each pair array of a block (None: the device's default);
     ``progress(done_blocks, total_blocks)``, if given (else the callback of
-    ``dmisearch.progress.KERNEL_PROGRESS``, if set), is called after every block.
+    ``dmisearch.progress.WORK_PROGRESS``, if set), is called after every block.
     """
     device = x1.device
     x1 = x1.detach().to(dtype=_DTYPE)
@@ -193,7 +193,7 @@ def kernel(arch, x1: torch.Tensor, x2: torch.Tensor | None, kind: str, *,
     if n1 == 0 or n2 == 0:
         return out
     if progress is None:  # a caller's channel (dmisearch run and predict set one)
-        progress = KERNEL_PROGRESS.get()
+        progress = WORK_PROGRESS.get()
     b1, b2 = _block_sizes(plan, n1, n2, block_bytes(device, max_block_bytes))
     columns = _columns(n1, n2, b1, b2, sym)
     total, done = sum(len(rows) for _, rows in columns), 0
