@@ -28,10 +28,10 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.25em; margin-top: 2em;
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; width: 100%;
         table-layout: auto; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.45em; text-align: left;
-         vertical-align: top; overflow-wrap: break-word; }
+         vertical-align: top; overflow-wrap: anywhere; }
 .wrap { overflow-wrap: anywhere; }
 th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th.sortable { cursor: pointer; user-select: none; }
 th.sortable::after { content: " \\2195"; color: #aaa; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; color: #333; }

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -343,3 +344,29 @@ def test_clicks_highlight_curves_and_sort_the_leaderboard(two_studies, report, t
     assert numbers(got["descending"]) == sorted(numbers(got["rowsBefore"]), reverse=True)
     assert got["descending"][-2:] == ["-", "-"] and got["descending"] != got["ascending"]
     assert got["triplets"] == sorted(got["triplets"]), got["triplets"]
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_quickstarts_report_fits_1400_and_800_px(tmp_path):
+    """The README's quickstart, run whole as a user would, then its report in Chromium at
+    two widths: every figure drawn, nothing loaded from the network, no sideways scroll."""
+    from test_cli import cli
+
+    quickstart = tmp_path / "quickstart.toml"  # a copy: its journal goes beside it
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml", quickstart)
+    res = cli("run", str(quickstart), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = cli("report", str(quickstart), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    index = tmp_path / "report" / "index.html"
+    print(f"quickstart report: {index.stat().st_size / 1e6:.1f} MB")
+    for width in (1400, 800):
+        got = body_data(chromium(index.as_uri(), tmp_path, width, "--dump-dom").stdout)
+        assert got["figures"] == got["figures-drawn"] and int(got["figures"]) >= 3, got
+        assert got["errors"] == "0" and got["remote"] == "0", got
+        assert int(got["scroll-width"]) <= int(got["inner-width"]) == width, got
+        png = tmp_path / f"quickstart-{width}.png"
+        chromium(index.as_uri(), tmp_path, width, f"--screenshot={png}")
+        assert png.stat().st_size > 10_000
+        print(f"screenshot: {png}")
