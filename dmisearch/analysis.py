@@ -455,40 +455,7 @@ def leaderboard(study: optuna.Study, **kw: Any) -> pd.DataFrame:
 
 
 def format_leaderboard(df: pd.DataFrame, objective: str) -> str:
-    """A plain-text table of a leaderboard for terminals."""
-    if df.empty:
-        return "no complete trials yet"
+    """A plain-text table of a leaderboard for terminals (:func:`dmisearch.board.render`)."""
+    from dmisearch.board import render
 
-    def fmt(v: Any) -> str:
-        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-    def ci(lo: float, hi: float, note: str) -> str:
-        return note or "-" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}]"
-
-    confirmed = df["confirmed_trial"].notna().any()
-    table = {
-        "#": [fmt(v) for v in df["rank"]],
-        "triplet": list(df["data"] + " | " + df["model"] + " | " + df["algorithm"]),
-        objective: [fmt(v) for v in df["score"]],
-        "95% CI": [ci(lo, hi, n) if not math.isnan(s) else "-" for lo, hi, n, s in
-                   zip(df["ci_low"], df["ci_high"], df["ci_note"], df["score"], strict=True)],
-    }
-    if confirmed:
-        table["confirmed"] = [fmt(v) for v in df["confirmed_score"]]
-        table["confirmed 95% CI"] = [
-            ci(lo, hi, n) if not math.isnan(s) else "-" for lo, hi, n, s in zip(
-                df["confirmed_low"], df["confirmed_high"], df["confirmed_note"],
-                df["confirmed_score"], strict=True)]
-    table["beats next"] = ["-" if math.isnan(p) else f"{'yes' if b else 'no'} p={p:.2g}"
-                           for p, b in zip(df["p_vs_next"], df["beats_next"], strict=True)]
-    table["trial"] = [fmt(v) for v in df["trial"]]
-    table["configs done/pruned/failed"] = [
-        f"{c}/{p}/{f}" for c, p, f in zip(df["complete"], df["pruned"], df["failed"],
-                                          strict=True)]
-    table["test error by n"] = [" ".join(f"{n}:{e:.3g}" for n, e in c.items())
-                                for c in df["curve"]]
-    table["hyperparameters"] = [" ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in p.items())
-                                for p in df["params"]]
-    return pd.DataFrame(table).to_string(index=False)
+    return render(df, objective)

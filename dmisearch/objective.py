@@ -14,7 +14,7 @@ Flow of ``TrialObjective.__call__``:
    algorithm together (and, in a batch of trials, together with the other trials' jobs of
    the same algorithm class, so the engine can fuse them); test and train errors per job.
 4. After each size, the running score is reported at ``step = n``; at the end of a stage
-   the partial curve is stored on the trial (``curve``, which the curve pruner fits) and
+   the partial curve is stored on the trial for the curve pruner (``curve``, which it fits) and
    the pruner may stop a poor candidate; a diverged job (NaN/inf) prunes the trial with
    the reason.
 5. The curve, scores, components with their packages and versions, device and timings are
@@ -162,6 +162,8 @@ class TrialObjective:
         self.stages = stages(spec.grid.sizes, spec.prune_after)
         #: sizes after which the pruner is asked: the ends of every stage but the last
         self.prune_points = frozenset(s[-1] for s in self.stages[:-1])
+        #: the curve pruner fits the partial curve, so it is stored before each question
+        self.store_partial = spec.pruner.cls_name == "CurvePruner"
         #: Called after each stage of a batch with the batch's plans, the stage's sizes and
         #: the stage's index (the runner's progress); None: nothing.
         self.on_stage: Callable[[list[TrialPlan], tuple[int, ...], int], None] | None = None
@@ -291,7 +293,8 @@ class TrialObjective:
                 sizes, np.array(plan.means), plan.data.baseline, plan.data.floor(spec)), step=n)
             if n not in self.prune_points:
                 continue
-            trial.set_user_attr("curve", {k: list(v) for k, v in plan.curve.items()})
+            if self.store_partial:
+                trial.set_user_attr("curve", {k: list(v) for k, v in plan.curve.items()})
             if trial.should_prune():
                 trial.set_user_attr("pruned_reason", f"pruner stopped it after n={n}")
                 plan.outcome = "pruned"

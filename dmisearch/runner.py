@@ -223,7 +223,9 @@ def run_study(
         AUTO_BATCH_CUDA if objective.ctx.device.type == "cuda" else 1)
     start = time.monotonic()
     bar = _progress(spec, finished_count(study)) if progress else None
-    objective.on_stage = StageProgress(study, spec.n_trials, len(objective.stages), bar, note)
+    if bar is not None or note is not None:  # else nobody listens: no storage reads
+        objective.on_stage = StageProgress(study, spec.n_trials, len(objective.stages), bar,
+                                           note)
     streak: list[str] = []
     asked: list[optuna.Trial] = []  # this batch's trials, from their ask on
     try:
