@@ -24,6 +24,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Every test starts with no cached kernels (their inputs repeat across tests)."""
+    kernel_algorithms._CACHE.entries.clear()
+    yield
+    kernel_algorithms._CACHE.entries.clear()
+
+
 def data(n=12, shape=(1, 6), n_test=7, task="regression", seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, *shape, generator=g, dtype=F64)
@@ -154,3 +162,49 @@ def test_cache_is_bounded_in_bytes():
         cache.put((i,), (torch.zeros(10, 10, dtype=F64), torch.zeros(0, dtype=F64)))
     assert cache.get((0,)) is None and cache.get((1,)) is not None
     assert cache.nbytes() == 1600
+
+
+def test_a_permuted_pool_reuses_the_cached_kernels_exactly(monkeypatch):
+    """Every seed's draw of fixed splits holds the same inputs in another order: its kernels
+    are the cached ones, rows and columns gathered, equal to computing them."""
+    x, y, xt, ctx = data(n=16)
+    model = FAMILIES["cnn_gap"](depth=1)
+    calls = []
+    real = FAMILIES["cnn_gap"].kernel
+    monkeypatch.setattr(FAMILIES["cnn_gap"], "kernel",
+                        lambda self, a, b, kind: calls.append(len(a)) or real(self, a, b, kind))
+    algo = NTK(ridge=1e-3)
+    algo.fit_predict(model, [Job(x, y, xt, 0)], ctx)
+    assert calls == [16, 7]
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))
+    xp, yp = x[perm].clone(), y[perm].clone()  # new tensors: only their content matches
+    xtp = xt[torch.randperm(7, generator=torch.Generator().manual_seed(2))].clone()
+    jobs = [Job(xp[:n], yp[:n], xtp, 0) for n in (5, 16)]
+    reused = algo.fit_predict(model, jobs, ctx)
+    assert calls == [16, 7]  # nothing computed
+    kernel_algorithms._CACHE.entries.clear()
+    fresh = algo.fit_predict(model, jobs, ctx)
+    assert calls == [16, 7, 16, 7]
+    for a, b in zip(reused, fresh, strict=True):
+        assert torch.allclose(a.test, b.test, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(a.train, b.train, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("change", ["new input", "other test set", "other kernel"])
+def test_a_pool_that_is_not_a_permutation_computes_its_kernels(monkeypatch, change):
+    x, y, xt, ctx = data(n=16)
+    model = FAMILIES["cnn_gap"](depth=1)
+    calls = []
+    real = FAMILIES["cnn_gap"].kernel
+    monkeypatch.setattr(FAMILIES["cnn_gap"], "kernel",
+                        lambda self, a, b, kind: calls.append(len(a)) or real(self, a, b, kind))
+    NTK(ridge=1e-3).fit_predict(model, [Job(x, y, xt, 0)], ctx)
+    x2, xt2, model2 = x.flip(0).clone(), xt.clone(), model
+    if change == "new input":
+        x2[3] += 1e-3
+    elif change == "other test set":
+        xt2[0] += 1e-3
+    else:
+        model2 = FAMILIES["cnn_gap"](depth=2)
+    NTK(ridge=1e-3).fit_predict(model2, [Job(x2, y, xt2, 0)], ctx)
+    assert calls == [16, 7, 16, 7]
