@@ -187,12 +187,13 @@ class TrialObjective:
         algo = a_cand.cls(**suggest(trial, namespace(a_cand.cls), a_cand.space))
         assert isinstance(model, Architecture) and isinstance(algo, Algorithm)
         seeds = confirmation_seeds(trial.user_attrs)
-        data = self.data if seeds is None else self._confirmation_data(seeds)
+        data = self.data if seeds is None else self.confirmation_data(seeds)
         for key, value in self._identity(model, algo, data).items():
             trial.set_user_attr(key, value)
         return TrialPlan(trial, model, algo, data, confirmation=seeds is not None)
 
-    def _confirmation_data(self, seeds: tuple[int, ...]) -> StudyData:
+    def confirmation_data(self, seeds: tuple[int, ...]) -> StudyData:
+        """The samples of confirmation ``seeds``, drawn once per process."""
         if seeds not in self._confirm_data:
             self._confirm_data[seeds] = StudyData.prepare(self.spec, self.ctx, seeds)
         return self._confirm_data[seeds]

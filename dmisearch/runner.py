@@ -41,9 +41,10 @@ import optuna
 from optuna.trial import TrialState
 
 import dmisearch
-from dmisearch import prior
+from dmisearch import kernel_budget, prior
 from dmisearch.claims import Census, claim, configurations_left
 from dmisearch.claims import drop_unneeded_retries as drop_unneeded_retries  # re-exported
+from dmisearch.components import Split
 from dmisearch.coordination import (
     Heartbeat,
     claim_sessions,
@@ -217,6 +218,7 @@ def run_study(
     spec = dataclasses.replace(spec, session=session)
     study.sampler = spec.make_sampler()
     objective = prepare(spec)
+    kernel_budget.check(spec, objective.ctx.device, lambda: study_draws(objective), note)
     if spec.prior is not None:
         start_with_prior(study, spec, progress, note or (lambda _: None))
     batch = spec.trials_per_batch or (
@@ -251,6 +253,15 @@ def run_study(
         if bar is not None:
             bar.close()
     return study
+
+
+def study_draws(objective: TrialObjective) -> list[Split]:
+    """The data of every curve seed and confirmation seed (the latter drawn now, once)."""
+    spec = objective.spec
+    splits = list(objective.data.splits.values())
+    if spec.confirm is not None:
+        splits += objective.confirmation_data(tuple(spec.confirm.seeds)).splits.values()
+    return splits
 
 
 def kernel_progress(bar: Any, note: Callable[[str], None] | None

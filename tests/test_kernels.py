@@ -477,6 +477,7 @@ def test_estimate_seconds_scales_a_timed_probe(monkeypatch):
     # the model: a call's fixed cost plus the request's pair-array elements at the probed
     # cost of one; only the blocks on and above the diagonal count for a Gram matrix
     monkeypatch.setattr(kernels, "_probe", lambda *args: (0.5, 1e-9))
+    monkeypatch.setattr(kernels, "_PROBED", {})
     gram, cross = (estimate_seconds(arch, (1, 12), 4000),
                    estimate_seconds(arch, (1, 12), 4000, 3000))
     per_pair = 12 * 12

@@ -101,10 +101,11 @@ class _Network(Architecture):
         return kernels.kernel(self, x1, x2, kind)
 
     def kernel_seconds(self, input_shape: tuple[int, ...], n: int, kind: str,
-                       device: str | torch.device = "cpu") -> float:
-        """Estimated seconds of the ``kind`` Gram matrix of ``n`` inputs on ``device``
-        (``kernels.estimate_seconds``: a short probe, then linear in the elements)."""
-        return kernels.estimate_seconds(self, input_shape, n, None, kind, device,
+                       device: str | torch.device = "cpu", n2: int | None = None) -> float:
+        """Estimated seconds of the ``kind`` kernel of ``n`` inputs against ``n2`` others
+        (None: the Gram matrix of the ``n``) on ``device`` (``kernels.estimate_seconds``: a
+        short probe, once per process and size, then linear in the elements)."""
+        return kernels.estimate_seconds(self, input_shape, n, n2, kind, device,
                                         probe_seconds=0.1)
 
     def kernel_key(self) -> Any:
