@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from optuna.distributions import FloatDistribution
 
 from dmisearch.errors import DmisearchError
 from dmisearch.factory import Problems, instantiate
+from dmisearch.kernel_budget import available_memory
 from dmisearch.metrics import aulc as aulc_of
 from dmisearch.metrics import floor_for
 from dmisearch.objective import resolve_device
@@ -114,7 +114,7 @@ def check_pool(spec: StudySpec, pool: int, device: torch.device) -> None:
     if n is not None and pool > n:
         raise DmisearchError(f"--pool {pool}: the data has only {n} training samples; "
                              f"use --pool {n} or less")
-    free = free_memory(device)
+    free = available_memory(device)
     need = GRAM_COPIES * 8 * pool * pool
     if free is not None and need > free:
         largest = int(math.sqrt(free / (GRAM_COPIES * 8)))
@@ -122,16 +122,6 @@ def check_pool(spec: StudySpec, pool: int, device: torch.device) -> None:
             f"--pool {pool}: its Gram matrices need about {need / 2**30:.1f} GiB and "
             f"{device} has {free / 2**30:.1f} GiB free; the largest pool that fits is "
             f"about {largest} (--pool {largest})")
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device`` (None: unknown)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def pool_targets(spec: StudySpec, pool: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -222,3 +222,18 @@ def test_predict_says_what_the_gram_matrices_will_cost_and_warns_when_long(regis
     assert "warning: that is long" in text and "--device cuda" in text
     smaller = int(text.split("--pool ")[1].split(",")[0])
     assert 150 <= smaller <= 250  # half the pool for a quarter of the time
+
+
+def test_a_pool_whose_gram_matrices_cannot_fit_is_refused_with_the_largest_that_does(
+        registry, tiny_doc, monkeypatch):
+    from dmisearch import predict as predict_module
+    from dmisearch.predict import GRAM_COPIES, check_pool
+    from dmisearch.study_file import build_spec
+
+    spec = build_spec(tiny_doc, registry, source="tiny.toml")
+    free = GRAM_COPIES * 8 * 1000**2  # room for a pool of exactly 1000
+    monkeypatch.setattr(predict_module, "available_memory", lambda device: free)
+    check_pool(spec, 1000, torch.device("cpu"))
+    with pytest.raises(DmisearchError, match=r"--pool 1001: .* the largest pool that fits "
+                                             r"is about 1000 \(--pool 1000\)"):
+        check_pool(spec, 1001, torch.device("cpu"))
