@@ -20,6 +20,17 @@ same size; ``passes`` = ``new s / pass s``. ``estimate s`` is
 ``kernels.estimate_seconds`` for the case, asked before it runs. The machine, torch and
 threads are printed first; the output is also written to
 ``benchmarks/logs/bench_kernels_<date>.log`` (``--log``).
+
+With ``--nt-python PYTHON`` (a Python that has neural-tangents and jax, in a venv of their
+own: neither is a dependency of dmisearch; see ``compare_stax.py`` for the versions that
+import together), each case also times neural-tangents' ``stax`` kernel of the same
+architecture on the same inputs in float64 (``benchmarks/compare_stax_nt.py``, run as a
+subprocess with the same thread count): ``nt first s`` is its first call (tracing and
+compilation included), ``nt s`` a second, warm one, ``nt/new`` their ratio to ``new s``, and
+``nt rel`` max |new - nt| / max |nt| off the diagonal (at a self-pair the ReLU angle is 0,
+where both sides' rounding moves it by ~1e-8: see ``compare_stax.py``). Its kernel function is batched (``nt.batch``) in
+blocks of ``--nt-batch`` inputs, without which a 1000-input convolutional Gram matrix would
+hold every position pair at once (1000^2 x 40^2 float64: 13 GB).
 """
 
 from __future__ import annotations
@@ -121,6 +132,33 @@ def compare(new: torch.Tensor, old: torch.Tensor) -> tuple[float, float]:
     return (err.max() / scale).item(), (err[big] / old.abs()[big]).max().item()
 
 
+def neural_tangents(args, arch, name, shape, padding, activation, x) -> tuple[float, ...]:
+    """(first s, warm s, kernel) of neural-tangents' stax on ``x``, or NaNs when not asked."""
+    if not args.nt_python:
+        return math.nan, math.nan, None
+    import json
+    import tempfile
+
+    import numpy as np
+
+    cfg = {"arch": name, "dims": len(shape) - 1, "depth": arch.depth,
+           "filter_size": getattr(arch, "filter_size", 1), "padding": padding or "circular",
+           "activation": activation, "sigma_w": arch.sigma_w, "sigma_b": arch.sigma_b,
+           "gram_only": True, "batch": args.nt_batch if len(x) % args.nt_batch == 0 else None}
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(f"{tmp}/x.npz", **{f"x{cfg['dims']}d": x.cpu().numpy()})
+        Path(f"{tmp}/c.json").write_text(json.dumps([cfg]))
+        threads = str(torch.get_num_threads())
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "XLA_FLAGS":
+               f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}"}
+        subprocess.run([args.nt_python, str(ROOT / "benchmarks" / "compare_stax_nt.py"),
+                        f"{tmp}/x.npz", f"{tmp}/c.json", f"{tmp}/o.npz"], check=True,
+                       env=env, capture_output=True)
+        out = np.load(f"{tmp}/o.npz")
+        first, warm = out["0.seconds"]
+        return first, warm, torch.from_numpy(out[f"0.gram.{args.kind}"])
+
+
 def run_case(args, ref, name, shape, padding, activation, n, out) -> float:
     device = torch.device(args.device)
     arch = make(name, padding, activation)
@@ -138,11 +176,16 @@ def run_case(args, ref, name, shape, padding, activation, n, out) -> float:
         ref_s, old, _ = timed(lambda: ref.kernel(arch, x.cpu(), None, args.kind),
                               torch.device("cpu"), 1)
         rel, elem = compare(k, old)
+    nt_first, nt_s, nt_k = neural_tangents(args, arch, name, shape, padding, activation, x)
+    off = ~torch.eye(n, dtype=torch.bool)  # self-pairs: the ReLU angle's rounding (1e-8)
+    nt_rel = math.nan if nt_k is None else compare(k.cpu()[off], nt_k[off])[0]
     label = "x".join(map(str, shape))
+    nt_cols = (f" {nt_first:>10.2f} {nt_s:>8.2f} {nt_s / new_s:>6.1f} {nt_rel:>8.1e}"
+               if args.nt_python else "")
     out(f"{name:8} {label:7} {padding or '-':8} {activation:4} {n:>5} {new_s:>8.3f} "
         f"{cpu_s:>8.2f} {ref_s:>8.2f} {ref_s / new_s:>7.1f} {rel:>8.1e} {elem:>8.1e} "
         f"{pass_s:>7.3f} {new_s / pass_s:>6.1f} {estimate:>10.2f} {total / 1e6:>9.1f} "
-        f"{block:>7}")
+        f"{block:>7}{nt_cols}")
     return ref_s
 
 
@@ -184,6 +227,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--max-ref-seconds", type=float, default=600.0)
+    ap.add_argument("--nt-python", default=None,
+                    help="a Python with neural-tangents and jax: time its stax kernels too")
+    ap.add_argument("--nt-batch", type=int, default=50,
+                    help="inputs per nt.batch block (used where it divides n)")
     ap.add_argument("--log", default=str(ROOT / "benchmarks" / "logs" /
                                          f"bench_kernels_{datetime.date.today()}.log"))
     args = ap.parse_args()
@@ -209,7 +256,9 @@ def main() -> None:
     out(f"{'arch':8} {'input':7} {'padding':8} {'act':4} {'n':>5} {'new s':>8} {'new cpu':>8} "
         f"{'ref s':>8} "
         f"{'speedup':>7} {'rel':>8} {'elem':>8} {'pass s':>7} {'passes':>6} "
-        f"{'estimate s':>10} {'Melements':>9} {'block':>7}")
+        f"{'estimate s':>10} {'Melements':>9} {'block':>7}"
+        + (f" {'nt first s':>10} {'nt s':>8} {'nt/new':>6} {'nt rel':>8}"
+           if args.nt_python else ""))
     ref = None if args.no_reference else load_reference()
     for name in args.archs.split(","):
         for shape_text in args.shapes.split(","):

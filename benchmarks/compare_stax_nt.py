@@ -2,7 +2,10 @@
 
     NT_PYTHON benchmarks/compare_stax_nt.py INPUTS.npz CONFIGS.json OUT.npz
 
-Run by ``compare_stax.py`` with a Python that has neural-tangents and jax (not the project's
+Run by ``compare_stax.py`` (and by ``bench_kernels.py --nt-python``, whose configurations
+set ``gram_only``: the Gram matrix of ``x<dims>d`` only, its kernel function batched by
+``nt.batch`` in blocks of ``batch`` inputs where set) with a Python that has neural-tangents
+and jax (not the project's
 venv: neither is a dependency of dmisearch). Reads the inputs (channels first, as dmisearch
 takes them) and the configurations, builds the equivalent ``stax`` model of each and writes
 its NNGP and NTK, on the training inputs (``x1d``/``x2d`` against themselves) and across
@@ -77,19 +80,27 @@ def main() -> None:
     out: dict[str, np.ndarray] = {}
     for i, cfg in enumerate(configs):
         x = channels_last(data[f"x{cfg['dims']}d"], cfg["arch"])
-        t = channels_last(data[f"t{cfg['dims']}d"], cfg["arch"])
+        t = None if cfg.get("gram_only") else channels_last(data[f"t{cfg['dims']}d"],
+                                                            cfg["arch"])
         _, _, kernel_fn = model(cfg)
+        if cfg.get("batch"):
+            import neural_tangents as nt
+
+            kernel_fn = nt.batch(kernel_fn, batch_size=cfg["batch"], store_on_device=False)
         times = []
         for _ in range(2):  # first call (tracing, op compilation), then a warm call
             start = time.perf_counter()
             gram = kernel_fn(x, None, ("nngp", "ntk"))
-            cross = kernel_fn(t, x, ("nngp", "ntk"))
-            np.asarray(gram.ntk).sum() + np.asarray(cross.ntk).sum()  # wait for the values
+            cross = None if cfg.get("gram_only") else kernel_fn(t, x, ("nngp", "ntk"))
+            np.asarray(gram.ntk).sum()  # wait for the values
+            if cross is not None:
+                np.asarray(cross.ntk).sum()
             times.append(time.perf_counter() - start)
         out[f"{i}.gram.nngp"] = np.asarray(gram.nngp, dtype=np.float64)
         out[f"{i}.gram.ntk"] = np.asarray(gram.ntk, dtype=np.float64)
-        out[f"{i}.cross.nngp"] = np.asarray(cross.nngp, dtype=np.float64)
-        out[f"{i}.cross.ntk"] = np.asarray(cross.ntk, dtype=np.float64)
+        if cross is not None:
+            out[f"{i}.cross.nngp"] = np.asarray(cross.nngp, dtype=np.float64)
+            out[f"{i}.cross.ntk"] = np.asarray(cross.ntk, dtype=np.float64)
         out[f"{i}.seconds"] = np.array(times)
     np.savez(out_path, **out)
     import importlib.metadata as md
