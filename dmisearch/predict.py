@@ -73,7 +73,8 @@ class KernelPrediction:
 
     def records(self, rank: int, target: str) -> list[dict[str, Any]]:
         return [{"model": self.model, "algorithm": self.algorithm, "size": n,
-                 "predicted_error": e, "predicted_aulc": self.aulc, "rank": rank,
+                 "predicted_error": None if math.isnan(e) else e,  # null: beyond the pool's
+                 "predicted_aulc": self.aulc, "rank": rank,
                  "ridge": self.ridge, "pool": self.pool, "modes_90": self.modes_90,
                  "baseline_error": self.baseline, "target": target, "params": self.params}
                 for n, e in zip(self.sizes, self.errors, strict=True)]
@@ -116,6 +117,16 @@ def check_pool(spec: StudySpec, pool: int, device: torch.device) -> None:
                              f"use --pool {n} or less")
     free = available_memory(device)
     need = GRAM_COPIES * 8 * pool * pool
+    inside = [n for n in spec.grid.sizes if n <= pool // POOL_PER_SIZE]
+    if len(inside) < 2:
+        need_pool = POOL_PER_SIZE * spec.grid.sizes[min(1, len(spec.grid.sizes) - 1)]
+        raise DmisearchError(
+            f"--pool {pool}: a pool predicts sizes up to a quarter of itself "
+            f"({pool // POOL_PER_SIZE}), "
+            f"which leaves {len(inside)} of the study's sizes {list(spec.grid.sizes)}; "
+            f"a curve needs 2: use --pool {need_pool} or more"
+            + ("" if n is None or need_pool <= n else
+               f" (the data has {n}: lower the study's sizes)"))
     if free is not None and need > free:
         largest = int(math.sqrt(free / (GRAM_COPIES * 8)))
         raise DmisearchError(
@@ -158,17 +169,19 @@ def predict_pair(model: Candidate, kind: str, algo: Candidate | None, x: torch.T
     gram = arch.kernel(x.to(device), None, kind).double().cpu().numpy()
     spectra = PoolSpectra.from_gram(gram, y)
     baseline = float(((y - y.mean(0)) ** 2).sum(1).mean())
+    inside = [n for n in sizes if n <= len(gram) // POOL_PER_SIZE]  # check_pool: 2 or more
     best = None
     for r in ridges(algo):
-        errors = tuple(spectra.error(n, r) for n in sizes)
-        score = aulc_of(np.asarray(sizes), np.asarray(errors), baseline,
+        errors = tuple(spectra.error(n, r) for n in inside)
+        score = aulc_of(np.asarray(inside), np.asarray(errors), baseline,
                         floor_for("mse", 1, baseline))
         if best is None or score < best[0]:
             best = (score, r, errors)
     assert best is not None
+    errors = best[2] + (math.nan,) * (len(sizes) - len(inside))  # beyond: not predicted
     return KernelPrediction(
         model=model.cls.name, algorithm=algo.cls.name if algo else kind,
-        params=arch.get_params(), ridge=best[1], sizes=tuple(sizes), errors=best[2],
+        params=arch.get_params(), ridge=best[1], sizes=tuple(sizes), errors=errors,
         aulc=best[0], baseline=baseline, pool=len(gram), spectrum=spectra.full,
     )
 
@@ -267,7 +280,8 @@ def format_table(spec: StudySpec, preds: Sequence[KernelPrediction]) -> str:
     sizes = spec.grid.sizes
     head = ["rank", "model", "algorithm", "ridge", *[f"n={n}" for n in sizes], "aulc",
             "modes 90%"]
-    rows = [[str(i), p.model, p.algorithm, f"{p.ridge:.2g}", *[f"{e:.3g}" for e in p.errors],
+    rows = [[str(i), p.model, p.algorithm, f"{p.ridge:.2g}",
+             *["-" if math.isnan(e) else f"{e:.3g}" for e in p.errors],
              f"{p.aulc:.3f}", str(p.modes_90)] for i, p in enumerate(preds, 1)]
     widths = [max(len(r[j]) for r in [head, *rows]) for j in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
@@ -280,6 +294,12 @@ def format_table(spec: StudySpec, preds: Sequence[KernelPrediction]) -> str:
                   "it (log error over log n, relative to the trivial predictor); modes 90%: "
                   "how many of the kernel's modes hold 90% of the target's power (fewer: "
                   "better aligned)"]
+    if any(math.isnan(e) for p in preds for e in p.errors):
+        lines.append(f"-: not predicted. A pool of {pool} predicts sizes up to a quarter of "
+                     f"itself ({pool // POOL_PER_SIZE}; beyond, its own sampling shows, and "
+                     "at its own size every mode of the pool is learned); the aulc is over "
+                     "the sizes predicted. A larger --pool, where the data has one, predicts "
+                     "further")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import re
 
 import numpy as np
@@ -88,6 +89,9 @@ def test_save_stores_what_predict_json_prints(saved):
     assert len(df) == len(records) == 2 * 3  # (fcn, cnn_gap) x 3 sizes
     for r, (_, row) in zip(records, df.iterrows(), strict=True):
         for key in RECORD_KEYS:
+            if r[key] is None:  # a size beyond a quarter of the pool: null, NaN in the frame
+                assert key == "predicted_error" and math.isnan(row[key]) and r["size"] > 32
+                continue
             assert row[key] == (pytest.approx(r[key], rel=1e-12) if isinstance(r[key], float)
                                 else r[key]), key
     assert set(df["study"]) == {"predicted"} and set(df["data"]) == {"teacher"}
@@ -149,7 +153,7 @@ def test_the_figures_show_each_pairs_predicted_and_measured_curves(saved):
         assert pred.get_linestyle() == "--" and meas.get_linestyle() == "-"
         assert pred.get_color() == meas.get_color()
         g = g.sort_values("size")
-        assert list(pred.get_ydata()) == pytest.approx(list(g["predicted_error"]))
+        assert list(pred.get_ydata()) == pytest.approx(list(g["predicted_error"]), nan_ok=True)
         assert list(meas.get_ydata()) == pytest.approx(list(g["measured_error"]))
     colors = {lines[f"{m} / ntk, predicted"].get_color() for m in ("fcn", "cnn_gap")}
     assert len(colors) == 2
@@ -221,7 +225,7 @@ def test_save_creates_a_study_that_run_then_runs_and_refuses_a_changed_file(regi
     del doc["search"]["space"]["model"]["cnn_gap"]
     path = write_study(tmp_path, doc)
     storage = f"journal:{tmp_path / 'fresh.log'}"
-    code, _, said = cli("predict", path, "--pool", "64", "--save", "--storage", storage)
+    code, _, said = cli("predict", path, "--pool", POOL, "--save", "--storage", storage)
     assert code == 0, said
     study = optuna.load_study(study_name="fresh", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "fresh.log"))))

@@ -201,7 +201,8 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     predict.add_argument("study", metavar="STUDY.toml", help="the study's file")
     predict.add_argument("--pool", type=_int_at_least_2, metavar="N",
                          help="training inputs whose Gram matrix gives the spectrum (default: "
-                              "4x the largest size, at least 1000, within the data)")
+                              "4x the largest size, at least 1000, within the data); sizes "
+                              "above a quarter of the pool are not predicted")
     predict.add_argument("--kind", action="append", choices=("nngp", "ntk"),
                          help="kernel to predict (repeatable; default: the study's kernel "
                               "algorithms, else ntk)")
