@@ -176,7 +176,8 @@ def summary(costs: Sequence[KernelCost], device: torch.device, seeds: int) -> st
     draws = known[0].draws
     return (f"kernels on {device}, estimated from a short probe: {', '.join(parts)}; "
             f"{draws} distinct draw{'s' * (draws != 1)} of {known[0].pool} training and "
-            f"{known[0].test} test inputs among the {seeds} seeds: about {clock(total)} in "
+            f"{known[0].test} test inputs among {seeds} seed{'s' * (seeds != 1)}: about "
+            f"{clock(total)} in "
             "all (more for each further configuration of a kernel's hyperparameters)")
 
 

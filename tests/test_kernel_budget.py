@@ -50,7 +50,7 @@ def test_the_estimate_is_said_before_trial_0(tiny_doc, registry, per_entry):
     assert notes.index(line) < len(notes) and len(study.trials) == 1
     # one draw: 1000 x 1001 / 2 + 200 x 1000 entries at a microsecond, 2 distinct draws
     # (the teacher draws new inputs per seed; no [confirm])
-    assert "2 distinct draws of 1000 training and 200 test inputs among the 2 seeds" in line
+    assert "2 distinct draws of 1000 training and 200 test inputs among 2 seeds" in line
     assert not any(n.startswith("warning") for n in notes)
     assert set(per_entry) == {(1000, None), (200, 1000)}
 

@@ -157,6 +157,9 @@ class Group:
     expectation: str
     claims: tuple[Claim, ...]
     notes: str = ""
+    #: Rerun by the slow tests at a small budget; False for a group too costly for them
+    #: (its claims stand on the recorded run alone, and none is ``tested``).
+    slow_test: bool = True
 
 
 FAMILIES = ("fcn", "lcn", "cnn_vec", "cnn_gap")
@@ -249,6 +252,19 @@ def _patch_claims() -> tuple[Claim, ...]:
     return tuple(out)
 
 
+def _mnist1d_claims() -> tuple[Claim, ...]:
+    return tuple(
+        Claim(f"MNIST-1D: {m} / {algo} beats fcn / {algo}", "better",
+              _t("mnist1d", m, algo), _t("mnist1d", "fcn", algo), "mnist1d", "mnist1d",
+              tested=False)
+        for algo in ("adam", "ntk") for m in ("lcn", "cnn_vec", "cnn_gap"))
+
+
+#: Test accuracy with all 4000 training signals, as Greydanus (2020, "Scaling down deep
+#: learning") and the mnist1d package's README report them.
+MNIST1D_PUBLISHED = (("logistic regression", None, 0.32), ("MLP", "fcn", 0.68),
+                     ("CNN", "cnn_vec", 0.94))
+
 GROUPS: tuple[Group, ...] = (
     Group(
         "alignment", "(a) The alignment matrix: teacher family x student architecture",
@@ -340,6 +356,49 @@ GROUPS: tuple[Group, ...] = (
         "the trivial predictor on average over n <= 256): none has begun to learn the "
         "degree-2 target at these sizes, so nothing here speaks for or against locality, "
         "which kernel theory predicts to help at larger n (Favero, Cagnetta & Wyart 2021)."),
+    Group(
+        "mnist1d", "(e) MNIST-1D: locality on real data, beside the published references",
+        ("mnist1d",),
+        "MNIST-1D (Greydanus 2020): ten 1-D digit templates of 40 positions, padded, "
+        "translated, scaled, sheared and made noisy; its fixed splits of 4000 training and "
+        "1000 test signals, generated offline by the `mnist1d` package "
+        "(`pip install \"dmisearch[mnist1d]\"`). The four architectures (fcn: 2 layers of "
+        "128; lcn: 3 layers of 16 channels; cnn_vec and cnn_gap: 3 layers of 32 channels; "
+        "filters of 5) trained by Adam (2000 steps, batch 128, learning rate searched) or as "
+        "their infinite-width NTKs (ridge searched), at 250 to 4000 training signals; 16 "
+        "search trials started by the theory prior (one trial of each pair, best predicted "
+        "first), then every triplet's best configuration retrained on 3 fresh seeds.",
+        "The signals' information is local and translated: the architectures with locality "
+        "(lcn, cnn_vec, cnn_gap) should need fewer samples than fcn, by Adam and as NTKs; the "
+        "published accuracies at 4000 samples (logistic regression ~32%, MLP ~68%, CNN ~94%) "
+        "set the scale.",
+        _mnist1d_claims(),
+        "*Reading of the recorded run.* Locality pays on real data: every architecture with "
+        "it beats fcn, by Adam and as an NTK (five of the six claims agree after the "
+        "correction; cnn_vec / adam's lead over fcn / adam, -0.25 aulc with an interval "
+        "clear of 0 on 3 fresh seeds, does not survive the correction over the page's 66 "
+        "claims). Pooling, which failed on the 8x8 digits, wins here by far: MNIST-1D's "
+        "templates are translated, and cnn_gap reaches 96.6% (NTK) and 96.8% (Adam) "
+        "accuracy at 4000 signals, above the published CNN's ~94%. The CNN closest to the "
+        "published one (convolutions and a dense readout: cnn_vec / adam) reaches 91.0%, "
+        "and the MLP (fcn / adam) 61.8% against the published ~68%: this study's "
+        "recipe (2000 Adam steps of batch 128, learning rate searched, no weight decay) is "
+        "not the paper's, and what makes the 3 to 6 points was not investigated. "
+        "The lcn and cnn_vec NTKs are equal, exactly (as on the teacher data). The theory, "
+        "from the kernels' spectra on the training signals before any training, ranked the "
+        "NTKs cnn_gap, then lcn = cnn_vec, then fcn: the confirmed order. Its one-hot MSEs "
+        "at 1000 (0.26, 0.58, 0.72) are not error rates (confirmed 0.07, 0.33, 0.56) but "
+        "keep their order; the Adam-trained networks follow it too (cnn_gap, then cnn_vec "
+        "ahead of lcn, which the NTKs tie, then fcn). Costs and caveats: the theory prior put "
+        "every pair but cnn_gap's far behind (margin 0.25 aulc), so the search gave the two "
+        "cnn_gap pairs 10 of its 16 trials and every other pair one (one draw of its "
+        "learning rate or ridge, then confirmed); cnn_gap / ntk's best ridge, 1e-6, is the "
+        "range's lower end. The prior ranked with the predictions then stored, which went "
+        "up to n = 4000 from a pool of 4000 (since then sizes above a quarter of the pool "
+        "are not predicted; the stored predictions shown are the rerun's, `dmisearch predict "
+        "studies/paper/mnist1d.toml --save`, and rank the pairs as the prior did). The whole "
+        "study took 48 minutes on 2 CPU cores (benchmarks/RESULTS.md).",
+        slow_test=False),
 )
 
 
@@ -443,6 +502,75 @@ def _leaderboard_md(res) -> str:
     return "\n".join(lines)
 
 
+def _references_md(res) -> str:
+    """MNIST-1D: each learner's confirmed accuracy at the largest size beside the published
+    ones; its kernel's predicted one-hot MSE at the largest size predicted, beside the
+    confirmed error rate there; the predicted and confirmed ranks."""
+    import numpy as np
+    import pandas as pd
+
+    board = res.leaderboard()
+    pred = res.predictions().dropna(subset=["predicted_error"])
+    top = int(board["curve"].map(lambda c: max(c) if c else 0).max())
+    upto = int(pred["size"].max())
+    at = {r["model"]: r for _, r in pred.iterrows() if r["size"] == upto}
+    pred_rank = {m: 1 + sum(at[o]["predicted_aulc"] < at[m]["predicted_aulc"] - 1e-9
+                            for o in at) for m in at}  # equal kernels tie
+    published = {m: (name, acc) for name, m, acc in MNIST1D_PUBLISHED if m}
+    pool = int(pred["pool"].max())
+    lines = [f"**Beside the published references.** Accuracy at {top} training signals on the "
+             "1000 test signals: published, and measured by the confirmation (mean over its "
+             "fresh seeds, [lowest, highest]; the NTKs are deterministic and every seed draws "
+             f"the same {top} signals there, hence one value). The prediction of `dmisearch "
+             f"predict` (from the kernels' spectra on a pool of all {pool} training signals) "
+             f"reaches {upto}, a quarter of the pool: there it is the one-hot MSE of the "
+             "NTK's kernel regression, not an error rate, so it stands beside the confirmed "
+             f"error rate at {upto} for its ranking; ranks by aulc (predicted: over the sizes "
+             "predicted, of the four NTKs; confirmed: of the eight triplets).", "",
+             f"| learner | published accuracy | measured accuracy | predicted one-hot MSE at "
+             f"{upto} (its NTK) | confirmed error rate at {upto} | predicted rank | "
+             "confirmed rank |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} (Greydanus 2020) | {acc:.0%} | - | - | - | - | - |"
+              for name, m, acc in MNIST1D_PUBLISHED if m is None]
+    ranked = board.dropna(subset=["confirmed_score"]).sort_values("confirmed_score")
+    confirmed_rank = {(r["model"], r["algorithm"]): i + 1 for i, (_, r)
+                      in enumerate(ranked.iterrows())}
+    for _, r in board.iterrows():
+        if pd.isna(r["trial"]):
+            continue
+        m, a = r["model"], r["algorithm"]
+        errors = _confirmed_errors(res, (r["data"], m, a), top)
+        measured = ("-" if not errors else f"{1 - np.mean(errors):.1%} "
+                    f"[{1 - max(errors):.1%}, {1 - min(errors):.1%}]")
+        at_upto = _confirmed_errors(res, (r["data"], m, a), upto)
+        ref = published.get(m) if a == "adam" else None
+        shown = f"{ref[1]:.0%} ({ref[0]})" if ref else "-"
+        p = at.get(m)
+        lines.append(f"| {m} / {a} | {shown} | {measured} | "
+                     f"{'-' if p is None else format(p['predicted_error'], '.3f')} | "
+                     f"{'-' if not at_upto else format(np.mean(at_upto), '.3f')} | "
+                     f"{pred_rank.get(m, '-')} | {confirmed_rank.get((m, a), '-')} |")
+    return "\n".join(lines)
+
+
+def _confirmed_errors(res, triplet: Triplet, size: int) -> list[float]:
+    """The confirmation's test errors at ``size``, one per fresh seed."""
+    import ast
+
+    from optuna.trial import TrialState
+
+    for _, t in res._trials():
+        attrs = t.user_attrs
+        if (t.state == TrialState.COMPLETE and "confirms" in attrs
+                and (attrs.get("data", {}).get("label"), attrs.get("model"),
+                     attrs.get("algorithm")) == triplet):
+            curve = attrs["curve"]
+            curve = ast.literal_eval(curve) if isinstance(curve, str) else curve
+            return [e for n, e in zip(curve["size"], curve["test_error"], strict=True)
+                    if n == size]
+    return []
+
+
 def _alignment_figure(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
@@ -531,10 +659,11 @@ def write_page(secs: dict[str, float] | None = None) -> Path:
         f"({platform.processor() or platform.machine()}, {_cpu_count()} CPU cores), "
         f"{datetime.now(timezone.utc):%Y-%m-%d}: torch {', '.join(torches) or '?'} (as the "
         f"trials record it), optuna {_version('optuna')}, numpy {_version('numpy')}, Python "
-        f"{platform.python_version()}. Full HTML reports (leaderboard tables, "
-        "figures, settings, plugin versions, environment, CSV data) are in "
-        "`docs/findings/<group>/`, as `dmisearch report` writes them (docs/analysis.md, "
-        "section 8).",
+        f"{platform.python_version()}. Each group's `dmisearch report` (its command is "
+        "in the group's section; docs/analysis.md, section 8) is written to "
+        "`docs/findings/<group>/` by this script: its CSV data (`leaderboard.csv`, "
+        "`trials.csv`, ...) is kept in the repository, its interactive `index.html` (about "
+        "5 MB, Plotly inlined) is not.",
         "",
     ]
     claims = [c for g in GROUPS for c in g.claims]
@@ -553,6 +682,18 @@ def write_page(secs: dict[str, float] | None = None) -> Path:
         if g.key == "alignment":
             _alignment_figure(group_results, out / "alignment_matrix.png")
             figures.append(("alignment_matrix.png", "best aulc per teacher x student"))
+        if g.key == "mnist1d":
+            for f, caption, draw in (
+                    ("mnist1d_curves.png", "learning curves of the best configuration of "
+                     "each triplet (band: lowest to highest seed)", plots.curves),
+                    ("mnist1d_predicted.png", "the NTKs' predicted one-hot MSE (before "
+                     "training, from the kernels' spectra on the 4000 training signals) "
+                     "beside the measured error rate of each pair's best search trial",
+                     plots.predicted_vs_measured)):
+                pfig = draw(res)
+                pfig.savefig(out / f, dpi=100)
+                plt.close(pfig)
+                figures.append((f, caption))
         if fig is not None:
             fig.savefig(out / f"{g.key}_curves.png", dpi=100)
             plt.close(fig)
@@ -569,6 +710,8 @@ def write_page(secs: dict[str, float] | None = None) -> Path:
             one = Results([group_results[n]])
             lines += [f"**Leaderboard of `{n}`** (`studies/paper/{s}.toml`):", "",
                       _leaderboard_md(one), ""]
+            if g.key == "mnist1d":
+                lines += [_references_md(one), ""]
             if g.key in ("alignment", "patches"):
                 f = f"{s}_curves.png"
                 cfig = plots.curves(one)
