@@ -397,7 +397,8 @@ GROUPS: tuple[Group, ...] = (
         "up to n = 4000 from a pool of 4000 (since then sizes above a quarter of the pool "
         "are not predicted; the stored predictions shown are the rerun's, `dmisearch predict "
         "studies/paper/mnist1d.toml --save`, and rank the pairs as the prior did). The whole "
-        "study took 48 minutes on 2 CPU cores (benchmarks/RESULTS.md).",
+        "study took about 57 minutes on 2 CPU cores, 14 of them the prior's predictions "
+        "(benchmarks/RESULTS.md).",
         slow_test=False),
 )
 
