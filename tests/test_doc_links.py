@@ -37,8 +37,9 @@ EXTENSIONS = {".md", ".py", ".toml", ".txt", ".sh", ".yaml", ".yml", ".json", ".
 #: Top-level folders of the repository: a span starting with one of them names a file here.
 TOP = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")} | {".ci"}
 #: Paths that exist only once a command has run: the default storage's folder beside a
-#: study file, and the output folder of benchmarks/gpu_check.sh.
-WRITTEN = re.compile(r"(^|/)\.dmisearch(/|$)|^(\./)?gpu-out/?$")
+#: study file, the output folder of benchmarks/gpu_check.sh, and the page `dmisearch report`
+#: writes (the findings' own are not kept in the repository: 5 MB each).
+WRITTEN = re.compile(r"(^|/)\.dmisearch(/|$)|^(\./)?gpu-out/?$|^index\.html$")
 #: Folders a document's paths are relative to, besides the repository root and its own
 #: folder: the plugin tutorial shows the files of the example package it builds.
 BASES = {"docs/plugins.md": ["plugins/dmisearch-example"]}
