@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,20 @@ def test_ci_runs_exactly_the_readme_test_command():
     first_torch = next(i for i, line in enumerate(ci_lines) if "torch" in line and
                        "install" in line)
     assert '"torch==2.13.0"' in ci_lines[first_torch]
+
+
+def test_ci_stops_when_a_readme_command_fails(tmp_path):
+    """``set -e`` does not stop a script at a failure inside an ``&&`` list: each README
+    command in .ci/run is followed by its own check, which exits with the failure's code."""
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in readme_commands():
+        i = ci_lines.index(command)
+        guard = ci_lines[i + 1:i + 3]
+        script = tmp_path / "guard.sh"
+        script.write_text("set -euo pipefail\ntrue && (exit 3) && true\n"
+                          + "\n".join(guard) + "\necho went-on\n")
+        out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        assert out.returncode == 3 and "went-on" not in out.stdout, guard
 
 
 def test_ci_also_runs_the_quickstart_command_unconstrained():
