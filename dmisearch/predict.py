@@ -107,6 +107,11 @@ def pool_limit(spec: StudySpec) -> int | None:
     return n - 1 if n is not None and spec.info.n_test_available is None else n
 
 
+def predicted_sizes(sizes: Sequence[int], pool: int) -> list[int]:
+    """The sizes a pool of ``pool`` inputs predicts: up to ``1 / POOL_PER_SIZE`` of it."""
+    return [n for n in sizes if n <= pool // POOL_PER_SIZE]
+
+
 def check_pool(spec: StudySpec, pool: int, device: torch.device) -> None:
     """Refuse, before any kernel, a pool the data cannot give or the memory cannot hold."""
     n = pool_limit(spec)
@@ -117,7 +122,7 @@ def check_pool(spec: StudySpec, pool: int, device: torch.device) -> None:
                              f"use --pool {n} or less")
     free = available_memory(device)
     need = GRAM_COPIES * 8 * pool * pool
-    inside = [n for n in spec.grid.sizes if n <= pool // POOL_PER_SIZE]
+    inside = predicted_sizes(spec.grid.sizes, pool)
     if len(inside) < 2:
         need_pool = POOL_PER_SIZE * spec.grid.sizes[min(1, len(spec.grid.sizes) - 1)]
         raise DmisearchError(
@@ -169,7 +174,7 @@ def predict_pair(model: Candidate, kind: str, algo: Candidate | None, x: torch.T
     gram = arch.kernel(x.to(device), None, kind).double().cpu().numpy()
     spectra = PoolSpectra.from_gram(gram, y)
     baseline = float(((y - y.mean(0)) ** 2).sum(1).mean())
-    inside = [n for n in sizes if n <= len(gram) // POOL_PER_SIZE]  # check_pool: 2 or more
+    inside = predicted_sizes(sizes, len(gram))  # check_pool: 2 or more
     best = None
     for r in ridges(algo):
         errors = tuple(spectra.error(n, r) for n in inside)

@@ -24,6 +24,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
 
 
+@pytest.fixture
+def cnn_gap_calls(monkeypatch):
+    """The first argument's length of every cnn_gap kernel computed."""
+    calls = []
+    real = FAMILIES["cnn_gap"].kernel
+    monkeypatch.setattr(FAMILIES["cnn_gap"], "kernel",
+                        lambda self, a, b, kind: calls.append(len(a)) or real(self, a, b, kind))
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache():
     """Every test starts with no cached kernels (their inputs repeat across tests)."""
@@ -164,15 +174,12 @@ def test_cache_is_bounded_in_bytes():
     assert cache.nbytes() == 1600
 
 
-def test_a_permuted_pool_reuses_the_cached_kernels_exactly(monkeypatch):
+def test_a_permuted_pool_reuses_the_cached_kernels_exactly(cnn_gap_calls):
     """Every seed's draw of fixed splits holds the same inputs in another order: its kernels
     are the cached ones, rows and columns gathered, equal to computing them."""
     x, y, xt, ctx = data(n=16)
     model = FAMILIES["cnn_gap"](depth=1)
-    calls = []
-    real = FAMILIES["cnn_gap"].kernel
-    monkeypatch.setattr(FAMILIES["cnn_gap"], "kernel",
-                        lambda self, a, b, kind: calls.append(len(a)) or real(self, a, b, kind))
+    calls = cnn_gap_calls
     algo = NTK(ridge=1e-3)
     algo.fit_predict(model, [Job(x, y, xt, 0)], ctx)
     assert calls == [16, 7]
@@ -191,13 +198,10 @@ def test_a_permuted_pool_reuses_the_cached_kernels_exactly(monkeypatch):
 
 
 @pytest.mark.parametrize("change", ["new input", "other test set", "other kernel"])
-def test_a_pool_that_is_not_a_permutation_computes_its_kernels(monkeypatch, change):
+def test_a_pool_that_is_not_a_permutation_computes_its_kernels(cnn_gap_calls, change):
     x, y, xt, ctx = data(n=16)
     model = FAMILIES["cnn_gap"](depth=1)
-    calls = []
-    real = FAMILIES["cnn_gap"].kernel
-    monkeypatch.setattr(FAMILIES["cnn_gap"], "kernel",
-                        lambda self, a, b, kind: calls.append(len(a)) or real(self, a, b, kind))
+    calls = cnn_gap_calls
     NTK(ridge=1e-3).fit_predict(model, [Job(x, y, xt, 0)], ctx)
     x2, xt2, model2 = x.flip(0).clone(), xt.clone(), model
     if change == "new input":

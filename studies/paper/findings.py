@@ -556,20 +556,13 @@ def _references_md(res) -> str:
 
 def _confirmed_errors(res, triplet: Triplet, size: int) -> list[float]:
     """The confirmation's test errors at ``size``, one per fresh seed."""
-    import ast
+    from dmisearch.evidence import curve_matrix
 
-    from optuna.trial import TrialState
-
-    for _, t in res._trials():
-        attrs = t.user_attrs
-        if (t.state == TrialState.COMPLETE and "confirms" in attrs
-                and (attrs.get("data", {}).get("label"), attrs.get("model"),
-                     attrs.get("algorithm")) == triplet):
-            curve = attrs["curve"]
-            curve = ast.literal_eval(curve) if isinstance(curve, str) else curve
-            return [e for n, e in zip(curve["size"], curve["test_error"], strict=True)
-                    if n == size]
-    return []
+    ev = next((e for (_, t), e in res.evidence().items() if t == triplet), None)
+    if ev is None or ev.confirmed is None:
+        return []
+    sizes, _, err = curve_matrix(ev.confirmed.user_attrs)
+    return [float(e) for e in err[list(sizes).index(size)]] if size in sizes else []
 
 
 def _alignment_figure(results: dict, path: Path) -> None:
