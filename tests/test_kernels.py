@@ -11,6 +11,7 @@ by Gauss-Hermite quadrature), the implementation before the kernels were rewritt
 from __future__ import annotations
 
 import math
+import os
 
 import kernel_reference
 import numpy as np
@@ -30,6 +31,9 @@ from dmisearch_builtins.kernels import (
 )
 
 F64 = torch.float64
+#: Where the exactness and block tests compute (``DMISEARCH_TEST_DEVICE=cuda pytest
+#: tests/test_kernels.py`` runs them on a GPU, against the same CPU oracles).
+DEVICE = torch.device(os.environ.get("DMISEARCH_TEST_DEVICE", "cpu"))
 CONV_FAMILIES = ("lcn", "cnn_vec", "cnn_gap")
 SHAPES = {1: (2, 5), 2: (1, 4, 3)}  # H != W catches transposed spatial axes
 
@@ -391,6 +395,7 @@ def test_kernels_equal_the_pre_optimisation_reference(name, activation, nd):
     x[1, :, :2] = 0.0  # zero patches at an edge: zero variances (zeros padding, sigma_b = 0)
     x[2] = 0.0
     x2 = randn(5, *shape, seed=42)
+    xd, x2d = x.to(DEVICE), x2.to(DEVICE)  # computed on the test device, oracle on the CPU
     configs = REF_CONFIGS + (((0, 3, 0.3),) if name == "fcn" else ())
     for pad in (("circular", "zeros") if name in CONV_FAMILIES else (None,)):
         for depth, k, sb in configs:
@@ -398,11 +403,11 @@ def test_kernels_equal_the_pre_optimisation_reference(name, activation, nd):
                         sigma_w=1.3, sigma_b=sb)
             for kind in KINDS:
                 what = f"{name} {nd}-D {activation} {pad} depth {depth} k {k} sb {sb} {kind}"
-                _assert_same(kernel(arch, x, x2, kind),
+                _assert_same(kernel(arch, xd, x2d, kind).cpu(),
                              kernel_reference.kernel(arch, x, x2, kind), what + " x1, x2")
-                _assert_same(kernel(arch, x, None, kind),
+                _assert_same(kernel(arch, xd, None, kind).cpu(),
                              kernel_reference.kernel(arch, x, None, kind), what + " Gram")
-                _assert_same(kernel_diag(arch, x, kind),
+                _assert_same(kernel_diag(arch, xd, kind).cpu(),
                              kernel_reference.kernel_diag(arch, x, kind), what + " diag")
 
 
@@ -421,7 +426,8 @@ def test_blocks_of_any_size_give_one_blocks_kernel(case):
     name, shape, pad = case
     arch = make(name, depth=2, activation="relu", padding=pad, filter_size=3, sigma_w=1.3,
                 sigma_b=0.3)
-    x, x2 = correlated_inputs(8, shape, seed=50), randn(5, *shape, seed=51)
+    x = correlated_inputs(8, shape, seed=50).to(DEVICE)
+    x2 = randn(5, *shape, seed=51).to(DEVICE)
     positions = math.prod(shape[1:]) if name != "fcn" else 1
     for kind in KINDS:
         whole = kernel(arch, x, None, kind, max_block_bytes=2**40)
