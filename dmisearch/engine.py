@@ -74,7 +74,7 @@ from dmisearch.loop import (
     train_one,
 )
 from dmisearch.optim import is_dense
-from dmisearch.progress import WORK_PROGRESS
+from dmisearch.progress import WORK_PROGRESS, Cumulative, reporting_to
 from dmisearch.step_graph import GRAPH_MIN_REPLAYS, GRAPH_WARMUP, StepGraph
 
 if TYPE_CHECKING:  # the algorithms' module imports this one to train them
@@ -137,12 +137,17 @@ _UNFUSED_WARNED: set[type] = set()
 
 def train(members: Sequence[Member], ctx: RunContext,
           max_chunk: int | None = None) -> list[Predictions]:
-    """Train every member; predictions in the order of ``members``."""
+    """Train every member; predictions in the order of ``members``. A progress callback
+    (``WORK_PROGRESS``) hears the network training steps of all of them together."""
     out: list[Predictions | None] = [None] * len(members)
-    for idx in group_members(members):
-        group = [members[i] for i in idx]
-        for i, pred in zip(idx, _train_fused_or_not(group, ctx, max_chunk), strict=True):
-            out[i] = pred
+    groups = [[members[i] for i in idx] for idx in group_members(members)]
+    report = WORK_PROGRESS.get()
+    fused = sum(m.steps for g in groups if type(g[0].algo)._unfused_reason() is None
+                for m in g)  # the networks trained one at a time do not report their steps
+    with reporting_to(None if report is None else Cumulative(report, fused)):
+        for idx, group in zip(group_members(members), groups, strict=True):
+            for i, pred in zip(idx, _train_fused_or_not(group, ctx, max_chunk), strict=True):
+                out[i] = pred
     return out  # type: ignore[return-value]
 
 
@@ -416,8 +421,8 @@ def _run_steps(step: Callable[[int], None], opt: Any, k: int, steps: int, ctx: R
         for t in range(steps):
             if t % DEADLINE_EVERY == 0:
                 check_deadline()
-                if report is not None:
-                    report(t, steps, f"training steps of {k} networks")
+                if report is not None:  # network steps: k networks take a step each
+                    report(t * k, steps * k, "network training steps")
             run(t)
     del run  # a graph's memory pool goes with it
 

@@ -291,10 +291,11 @@ def format_table(spec: StudySpec, preds: Sequence[KernelPrediction]) -> str:
     widths = [max(len(r[j]) for r in [head, *rows]) for j in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
              for r in [head, *rows]]
-    what = ("test MSE" if spec.info.task == "regression" else
-            "test MSE of one-hot kernel regression (the error rate is not predicted)")
+    what = ("test MSE of kernel ridge regression" if spec.info.task == "regression" else
+            "test MSE of kernel ridge regression on one-hot targets (the error rate is not "
+            "predicted)")
     pool = preds[0].pool if preds else 0
-    lines += ["", f"predicted {what} of kernel ridge regression, from the spectrum of each "
+    lines += ["", f"predicted {what}, from the spectrum of each "
                   f"kernel on {pool} of the study's training inputs; aulc as the study scores "
                   "it (log error over log n, relative to the trivial predictor); modes 90%: "
                   "how many of the kernel's modes hold 90% of the target's power (fewer: "

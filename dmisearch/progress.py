@@ -4,14 +4,18 @@ kernel computations.
 A batch of trials trains its curve in stages (every size up to a prune point together), so a
 batch can take minutes before any trial finishes. After each stage :class:`StageProgress`
 says which trials, which stage and sizes are done, the time since the run started, the
-study's trials done / pruned / failed, and an estimate of the time left (the run's seconds
-per finished trial so far times the trials the budget leaves). In a terminal it goes into
+study's trials done / pruned / failed, and an estimate of the time left: the seconds per
+trial finished since the run's first stage line, times the trials the budget leaves (from
+the first stage line, so that the set-up before it, such as a prior's predictions, and the
+one-time work of its first stage, such as kernels computed once and cached, do not count as
+the cost of every trial). In a terminal it goes into
 the progress bar's postfix; otherwise it is printed as a plain line (``note``).
 
 Long computations inside a trial report ``(done, total[, what])`` to the callback of
 :data:`WORK_PROGRESS` when a caller set one (:func:`reporting_to`): the built-in analytic
 kernels their blocks (a Gram matrix of thousands of inputs takes minutes), the engine its
-training steps (every few steps of each chunk of networks trained together). ``dmisearch
+training steps (every few steps, counted over all the networks a batch trains, whichever
+chunk of them is training: :class:`Cumulative`). ``dmisearch
 run`` and ``dmisearch predict`` set a :class:`Throttled` one that says how far it is, the
 time so far and the time left at most every few seconds.
 """
@@ -69,6 +73,24 @@ class Throttled:
                  f"~{clock(left)} left")
 
 
+class Cumulative:
+    """A ``(done, total[, what])`` callback that passes on consecutive computations (each
+    counting from 0) as one: ``(done before it + done, grand total, what)``. The engine
+    trains a batch's networks in several chunks one after another; through this, the run's
+    progress counts the network training steps of the whole batch and its time left covers
+    every chunk, not the current one."""
+
+    def __init__(self, report: Callable[..., None], total: int):
+        self.report, self.total = report, total
+        self.base = self.current = 0
+
+    def __call__(self, done: int, total: int, what: str = "blocks") -> None:
+        if done == 0:  # the next computation starts
+            self.base += self.current
+        self.current = total
+        self.report(min(self.base + done, self.total), self.total, what)
+
+
 class StageProgress:
     """The ``on_stage`` callback of a run's objective."""
 
@@ -77,7 +99,10 @@ class StageProgress:
         self.study, self.n_trials, self.n_stages = study, n_trials, n_stages
         self.bar, self.note = bar, note
         self.start = time.monotonic()
-        self.done_at_start = self.counts()[0]
+        #: (time, trials done) at the run's first stage line: the time left is measured
+        #: from there, not from the start, whose set-up (a prior's predictions) and whose
+        #: first stage (kernels computed once, then cached) later trials do not repeat
+        self.ref: tuple[float, int] | None = None
 
     def counts(self) -> tuple[int, int, int]:
         """The study's search trials: (finished, pruned, failed)."""
@@ -88,7 +113,8 @@ class StageProgress:
         return done, pruned, failed
 
     def line(self, numbers: Sequence[int], sizes: Sequence[int], index: int) -> str:
-        elapsed = time.monotonic() - self.start
+        now = time.monotonic()
+        elapsed = now - self.start
         done, pruned, failed = self.counts()
         which = (f"trial {numbers[0]}" if len(numbers) == 1 else
                  f"batch of {len(numbers)} (trials {numbers[0]}-{numbers[-1]})")
@@ -96,9 +122,10 @@ class StageProgress:
                 f"trained; {clock(elapsed)} elapsed; study {done}"
                 f"{f'/{self.n_trials}' if self.n_trials else ''} done, {pruned} pruned, "
                 f"{failed} failed")
-        finished_here = done - self.done_at_start
-        if self.n_trials and finished_here > 0 and done < self.n_trials:
-            left = elapsed / finished_here * (self.n_trials - done)
+        if self.ref is None:
+            self.ref = (now, done)
+        elif self.n_trials and self.ref[1] < done < self.n_trials:
+            left = (now - self.ref[0]) / (done - self.ref[1]) * (self.n_trials - done)
             text += f"; ~{clock(left)} left"
         return text
 

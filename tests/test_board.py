@@ -149,18 +149,59 @@ def test_long_kernels_report_their_blocks_through_the_callers_channel(monkeypatc
 
 def test_a_run_reports_training_steps_inside_a_batch(tiny_doc, registry, monkeypatch):
     """Within a stage, the engine's training steps reach the run's notes (throttled; here
-    every report is said)."""
-    from dmisearch import progress, runner
+    every report is said), counted over all of the batch's networks."""
+    from dmisearch import engine, progress, runner
 
     class Eager(progress.Throttled):
         def __init__(self, say, label="kernel", every=10.0):
             super().__init__(say, label, every=0.0)
 
     monkeypatch.setattr(runner, "Throttled", Eager)
+    monkeypatch.setattr(engine, "CPU_MAX_CHUNK", 1)  # each network a chunk of its own
     tiny_doc["search"]["space"]["algorithm"]["sgd"]["steps"] = 64
     notes: list[str] = []
     run_study(build_spec(tiny_doc, registry, storage="memory", n_trials=1), note=notes.append)
-    steps = [n for n in notes if n.startswith("this batch: ") and "training steps of" in n]
+    steps = [n for n in notes if n.startswith("this batch: ") and "network training steps" in n]
     assert steps, notes
-    assert any(re.search(r"this batch: (16|32|48)/64 training steps of \d+ networks, ", n)
-               for n in steps), steps
+    # every network of the batch counts: 64 steps each of the trial's seeds x sizes
+    networks = len(tiny_doc["curve"]["sizes"]) * tiny_doc["curve"]["seeds"]
+    counts = [tuple(map(int, re.search(r"this batch: (\d+)/(\d+) network", n).groups()))
+              for n in steps]
+    assert {total for _, total in counts} == {64 * networks}, steps
+    assert any(0 < done < 64 * networks for done, _ in counts), steps
+
+
+def test_chunks_of_a_batch_count_as_one_computation():
+    """The engine trains a batch in chunks one after another, each counting its steps from 0:
+    the progress counts them on, so its total and its time left are the batch's."""
+    from dmisearch import progress
+
+    seen: list[tuple[int, int, str]] = []
+    cb = progress.Cumulative(lambda *a: seen.append(a), total=3 * 40 + 2 * 40)
+    for k in (3, 2):  # a chunk of 3 networks, then one of 2, 40 steps each
+        for t in range(0, 40, 16):
+            cb(t * k, 40 * k, "network training steps")
+    assert [d for d, _, _ in seen] == [0, 48, 96, 120, 152, 184]
+    assert {t for _, t, _ in seen} == {200}
+
+
+def test_time_left_leaves_out_the_set_up_and_the_first_stage(monkeypatch):
+    """The MNIST-1D paper study's timeline: 14 minutes of the prior's predictions, then a
+    first batch of 4 trials whose kernels (computed once, then cached) took 18 minutes, then
+    batches of minutes. The time left is the rate since the first stage line, not since the
+    start (which said "~1 h 18 min left" with 8 minutes to go)."""
+    from dmisearch import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    stage = progress.StageProgress(study=None, n_trials=16, n_stages=1)
+    timeline = [(1102, 0), (1561, 4), (1582, 8), (1802, 12)]  # (seconds, trials done)
+    lines = []
+    for seconds, done in timeline:
+        now[0] = seconds
+        monkeypatch.setattr(stage, "counts", lambda d=done: (d, 0, 0))
+        lines.append(stage.line(list(range(done, done + 4)), [250, 4000], 0))
+    assert "left" not in lines[0]
+    expect = [(1561 - 1102) / 4 * 12, (1582 - 1102) / 8 * 8, (1802 - 1102) / 12 * 4]
+    for line, left in zip(lines[1:], expect, strict=True):
+        assert line.endswith(f"; ~{progress.clock(left)} left"), line
