@@ -92,23 +92,28 @@ def printer(progress: bool) -> Any:
 
 
 def print_leaderboard(spec: Any, study: Any, as_json: bool = False) -> None:
-    """The board (or with ``as_json`` its records and the failures as one JSON object),
-    the failures by kind, and what to do next."""
-    from dmisearch import board
+    """The board (or with ``as_json`` its records, the failures and the edges as one JSON
+    object), the best configurations at the edge of their search range
+    (:mod:`dmisearch.edges`), the failures by kind, and what to do next."""
+    from dmisearch import board, edges
     from dmisearch.analysis import leaderboard
     from dmisearch.runner import finished_count
     from dmisearch.storage import describe
 
     df = leaderboard(study)
     failed = board.failures(study.get_trials(deepcopy=False))
+    at_edges = edges.board_edges(study, df)
     if as_json:
         print(json.dumps({"study": spec.name, "objective": spec.objective.name,
                           "metric": spec.metric, "leaderboard": board.records(df),
-                          "failures": failed}, default=str))
+                          "failures": failed, "edges": edges.records(at_edges)},
+                         default=str))
         return
     print(f"\nLeaderboard of study '{spec.name}' ({spec.objective.name}, lower is better; "
           f"test error = {spec.metric}):")
     print(board.render(df, spec.objective.name))
+    if at_edges:
+        print("\n" + edges.format_edges(at_edges))
     if failed:
         print("\n" + board.format_failures(failed))
     done = finished_count(study)

@@ -1,0 +1,89 @@
+"""Best configurations at the edge of their search range (``dmisearch.edges``): which values
+count as at an end, what the board says, and what a user can paste to widen the range."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from conftest import dump_toml
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from test_cli import cli
+
+from dmisearch import edges
+
+RIDGE = FloatDistribution(1e-6, 0.1, log=True)
+
+
+def frozen(params: dict, dists: dict, number: int = 3) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(params=params, distributions=dists, value=0.0)
+    trial.number = number
+    return trial
+
+
+@pytest.mark.parametrize(("value", "end"), [
+    (1e-6, "low"),      # the bound itself (a corner trial, a prior's start)
+    (1.1e-6, "low"),    # within 1% of the log range: log(1.1) / log(1e5) = 0.8%
+    (0.1, "high"), (0.095, "high"),
+    (1.2e-6, None),     # 1.6% of the log range in: not an edge
+    (3e-4, None),
+])
+def test_a_value_at_or_within_one_percent_of_an_end_is_at_the_edge(value, end):
+    found = edges.trial_edges(frozen({"algorithm.ntk.ridge": value},
+                                     {"algorithm.ntk.ridge": RIDGE}), "cnn_gap", "ntk")
+    assert [e.end for e in found] == ([end] if end else [])
+
+
+def test_linear_and_integer_ranges_and_what_never_counts():
+    dists = {"algorithm.sgd.momentum": FloatDistribution(0.0, 0.9),
+             "model.fcn.depth": IntDistribution(1, 4),
+             "model.fcn.width": IntDistribution(16, 16),  # one value: no beyond to search
+             "algorithm.sgd.nesterov": CategoricalDistribution([True, False]),
+             "pair": CategoricalDistribution(["fcn/sgd"])}
+    params = {"algorithm.sgd.momentum": 0.895, "model.fcn.depth": 4, "model.fcn.width": 16,
+              "algorithm.sgd.nesterov": True, "pair": "fcn/sgd"}
+    found = {e.param: e for e in edges.trial_edges(frozen(params, dists), "fcn", "sgd")}
+    assert set(found) == {"algorithm.sgd.momentum", "model.fcn.depth"}
+    assert found["algorithm.sgd.momentum"].end == "high"
+    assert found["algorithm.sgd.momentum"].widened() == pytest.approx((0.0, 1.8))
+    assert found["model.fcn.depth"].widened() == (1, 7)
+    params["model.fcn.depth"] = 3  # an integer strictly inside is not at the edge
+    found = edges.trial_edges(frozen(params, dists), "fcn", "sgd")
+    assert [e.param for e in found] == ["algorithm.sgd.momentum"]
+
+
+def test_the_advice_names_the_study_file_line_that_widens_the_range():
+    (edge,) = edges.trial_edges(frozen({"algorithm.ntk.ridge": 1.01958e-06},
+                                       {"algorithm.ntk.ridge": RIDGE}, number=9),
+                                "cnn_gap", "ntk")
+    assert edge.widened() == pytest.approx((1e-7, 0.1))
+    assert edge.advice() == (
+        "cnn_gap/ntk: the best trial (9) has ridge = 1.01958e-06, at the low end of its range "
+        "[1e-06, 0.1]; a better value may lie beyond. To search further, widen it, e.g. "
+        "[search.space.algorithm.ntk] ridge = { low = 1e-07, high = 0.1, log = true }")
+
+
+def test_run_says_which_best_configurations_sit_at_an_edge(tmp_path, tiny_doc):
+    """Through the command users type: sgd's steps searched in {4, 5} are always at an end;
+    the board says so for each triplet's best trial, and --json carries the same."""
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["steps"] = {"low": 4, "high": 5}
+    tiny_doc["search"]["n_trials"] = 2
+    study = tmp_path / "tiny.toml"
+    study.write_text(dump_toml(tiny_doc))
+    storage = f"journal:{tmp_path / 'j.log'}"
+    res = cli("run", str(study), "--storage", storage)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout.split("At the edge of the search range:\n", 1)[1]
+    lines = [line for line in text.splitlines() if line.startswith("  ")]
+    assert lines and all("steps = " in line and "[search.space.algorithm.sgd] steps = "
+                         in line for line in lines), res.stdout
+    res = cli("run", str(study), "--storage", storage, "--json")
+    out = json.loads(res.stdout)
+    assert len(out["edges"]) == len(lines)
+    assert {e["param"] for e in out["edges"]} == {"algorithm.sgd.steps"}
+    assert {e["trial"] for e in out["edges"]} <= {r["trial"] for r in out["leaderboard"]}
