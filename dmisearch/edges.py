@@ -108,15 +108,19 @@ def trial_edges(trial: optuna.trial.FrozenTrial, model: str, algorithm: str) -> 
     return out
 
 
-def board_edges(study: optuna.Study, board: pd.DataFrame) -> list[Edge]:
-    """The edges of the best trial of every row of ``board`` (a leaderboard of ``study``),
-    in the board's order."""
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+def board_edges(studies: optuna.Study | Sequence[optuna.Study],
+                board: pd.DataFrame) -> list[Edge]:
+    """The edges of the best trial of every row of ``board`` (a leaderboard of ``studies``:
+    rows are matched to their study by its ``study`` column), in the board's order."""
+    if isinstance(studies, optuna.Study):
+        studies = [studies]
+    trials = {(s.study_name, t.number): t for s in studies
+              for t in s.get_trials(deepcopy=False)}
     out: list[Edge] = []
     for row in board.itertuples():
-        if pd.isna(row.trial) or int(row.trial) not in trials:
-            continue
-        out += trial_edges(trials[int(row.trial)], row.model, row.algorithm)
+        key = (row.study, None if pd.isna(row.trial) else int(row.trial))
+        if key in trials:
+            out += trial_edges(trials[key], row.model, row.algorithm)
     return out
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from dmisearch import edges
 from dmisearch import report_figures as figs
 from dmisearch import report_html as page
 from dmisearch.analysis import Results
@@ -205,7 +206,8 @@ def write_report(res: Results, out_dir: str | Path) -> Path:
         "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in (
             ("leaderboard", "Leaderboard"), ("figures", "Figures"), ("failures", "Failures"),
             ("settings", "Settings"), ("plugins", "Plugins"), ("files", "Files"))) + "</nav>",
-        *_section("leaderboard", "Leaderboard", page.leaderboard(board, objective), READING),
+        *_section("leaderboard", "Leaderboard", page.leaderboard(board, objective)
+                  + page.edges(edges.board_edges(res.studies, board)), READING),
         *_section("figures", "Figures", ""), *_figures(res, board, objective, metric, colors),
         *_predictions(res, frames["predictions"], colors),
         *_section("failures", "Failures", page.failures(res.studies),

@@ -170,6 +170,16 @@ def _cells(values: Sequence[Any], places: int) -> list[tuple[str, str]]:
             for v in values]
 
 
+def edges(found: Sequence[Any]) -> str:
+    """The best configurations at the edge of their search range (``dmisearch.edges``),
+    under the leaderboard ("" when none)."""
+    if not found:
+        return ""
+    items = "".join(f"<li>{esc(e.advice())}</li>" for e in found)
+    return (f'<div id="edges"><p><strong>At the edge of the search range</strong>: the range, '
+            f"not the data, may have set these triplets' scores.</p><ul>{items}</ul></div>")
+
+
 def leaderboard(board: pd.DataFrame, objective: str) -> str:
     """The leaderboard: sortable, formatted, the objective named in its header."""
     if board.empty:

@@ -3,7 +3,9 @@ count as at an end, what the board says, and what a user can paste to widen the 
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import optuna
 import pytest
@@ -87,3 +89,19 @@ def test_run_says_which_best_configurations_sit_at_an_edge(tmp_path, tiny_doc):
     assert len(out["edges"]) == len(lines)
     assert {e["param"] for e in out["edges"]} == {"algorithm.sgd.steps"}
     assert {e["trial"] for e in out["edges"]} <= {r["trial"] for r in out["leaderboard"]}
+
+
+def test_the_report_lists_them_under_its_leaderboard(tmp_path, tiny_doc, test_registry):
+    from dmisearch.analysis import Results
+    from dmisearch.report import write_report
+    from dmisearch.runner import run_study
+    from dmisearch.study_file import build_spec
+
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["steps"] = {"low": 4, "high": 5}
+    tiny_doc["search"]["n_trials"] = 2
+    study = run_study(build_spec(tiny_doc, test_registry, storage="memory"))
+    page = write_report(Results([study]), tmp_path / "rep").read_text()
+    board = page[page.index('<h2 id="leaderboard">'):page.index('<h2 id="figures">')]
+    items = re.findall(r"<li>(.*?)</li>", board.split('<div id="edges">')[1])
+    assert items and all("[search.space.algorithm.sgd] steps = " in html.unescape(i)
+                         for i in items), items
