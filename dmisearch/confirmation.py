@@ -43,8 +43,20 @@ def to_confirm(study: optuna.Study, spec: StudySpec, trials: Sequence[FrozenTria
 def pending_confirmations(study: optuna.Study, spec: StudySpec,
                           trials: Sequence[FrozenTrial]) -> int:
     """Queue the confirmation trials the study lacks; returns how many are waiting."""
+    waiting, missing = confirmation_needs(study, spec, trials)
+    for t in missing:
+        study.enqueue_trial(t.params, user_attrs={CONFIRMS_ATTR: t.number,
+                                                  CONFIRM_SEEDS_ATTR: list(spec.confirm.seeds)})
+    return waiting + len(missing)
+
+
+def confirmation_needs(study: optuna.Study, spec: StudySpec, trials: Sequence[FrozenTrial]
+                       ) -> tuple[int, list[FrozenTrial]]:
+    """The confirmation trials waiting in the queue, and the search trials whose
+    confirmation the study lacks (none queued, running or done, and not failed
+    ``MAX_RETRY`` times). Changes nothing."""
     if spec.confirm is None:
-        return 0
+        return 0, []
     seeds = list(spec.confirm.seeds)
     by_number = {t.number: t for t in trials}
     states: dict[str, list[TrialState]] = {}
@@ -54,12 +66,11 @@ def pending_confirmations(study: optuna.Study, spec: StudySpec,
             key = trial_config(t) or (trial_config(confirmed) if confirmed else None)
             states.setdefault(key or "", []).append(t.state)
     waiting = sum(s.count(TrialState.WAITING) for s in states.values())
+    missing = []
     for t in to_confirm(study, spec, trials):
         seen = states.get(trial_config(t) or "", [])
         if any(s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
                for s in seen) or seen.count(TrialState.FAIL) >= MAX_RETRY:
             continue
-        study.enqueue_trial(t.params, user_attrs={CONFIRMS_ATTR: t.number,
-                                                  CONFIRM_SEEDS_ATTR: seeds})
-        waiting += 1
-    return waiting
+        missing.append(t)
+    return waiting, missing

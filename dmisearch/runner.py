@@ -45,6 +45,7 @@ from dmisearch import kernel_budget, prior
 from dmisearch.claims import Census, claim, configurations_left
 from dmisearch.claims import drop_unneeded_retries as drop_unneeded_retries  # re-exported
 from dmisearch.components import Split
+from dmisearch.confirmation import confirmation_needs
 from dmisearch.coordination import (
     Heartbeat,
     claim_sessions,
@@ -218,7 +219,9 @@ def run_study(
     spec = dataclasses.replace(spec, session=session)
     study.sampler = spec.make_sampler()
     objective = prepare(spec)
-    kernel_budget.check(spec, objective.ctx.device, lambda: study_draws(objective), note)
+    if not study_complete(study, spec) or confirmation_needs(
+            study, spec, study.get_trials(deepcopy=False))[1]:  # else nothing will train
+        kernel_budget.check(spec, objective.ctx.device, lambda: study_draws(objective), note)
     if spec.prior is not None:
         start_with_prior(study, spec, progress, note or (lambda _: None))
     batch = spec.trials_per_batch or (

@@ -57,6 +57,19 @@ def test_the_estimate_is_said_before_trial_0(tiny_doc, registry, per_entry):
     assert set(per_entry) == {(1000, None), (200, 1000)}
 
 
+def test_a_complete_study_estimates_nothing(tiny_doc, registry, per_entry, tmp_path):
+    """Run again on a complete study, nothing trains: no kernel estimate is said."""
+    doc = kernel_doc(tiny_doc)
+    storage = f"journal:{tmp_path / 'j.log'}"
+    notes = []
+    run_study(build_spec(doc, registry, storage=storage), note=notes.append)
+    assert any(n.startswith("kernels on cpu") for n in notes) and per_entry
+    notes.clear(), per_entry.clear()
+    study = run_study(build_spec(doc, registry, storage=storage), note=notes.append)
+    assert len(study.trials) == 1
+    assert not any(n.startswith("kernels on") for n in notes) and per_entry == []
+
+
 def test_small_studies_are_not_checked(tiny_doc, registry, per_entry):
     notes = []
     run_study(build_spec(kernel_doc(tiny_doc, sizes=(16, 32)), registry, storage="memory"),
