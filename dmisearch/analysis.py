@@ -215,7 +215,7 @@ class Results:
                 for (n1, e1), (n2, e2) in zip(zip(sizes, mean, strict=True),
                                               zip(sizes[1:], mean[1:], strict=True),
                                               strict=False):
-                    ok = e1 > 0 and e2 > 0
+                    ok = 0 < e1 < math.inf and 0 < e2 < math.inf  # a diverged point: NaN
                     row[f"slope_{int(n1)}_{int(n2)}"] = (
                         -math.log(e2 / e1) / math.log(n2 / n1) if ok else math.nan)
             row.update(wall_time_s=a.get("wall_time_s"), device=a.get("device"),
