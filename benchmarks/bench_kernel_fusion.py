@@ -18,7 +18,9 @@ serves a run. Columns: ``eager s`` the kernel as dmisearch computes it (best of
 the best warm run, ``rel`` max |fused - eager| / max |eager|; ``passes`` each time over one
 elementwise pass ``torch.mul(a, b, out=c)`` over the same elements in the same blocks
 (``bench_kernels.roofline``); ``stage passes`` one full block's moments, filter and readout
-moments, each in passes of that block. Output goes to ``benchmarks/logs/
+moments, each in passes of that block. ``--arccos-only`` times ``acos(a * b / 2) * b`` over
+one 1 MiB block: ATen's operations, Inductor's one loop, ATen's arccos alone, one
+multiplication pass. Output goes to ``benchmarks/logs/
 bench_kernel_fusion_<date>.log`` too.
 """
 
@@ -178,6 +180,36 @@ def _stage_passes(x: torch.Tensor, nbytes: int, fused: Fused) -> list[float]:
     return [s / times[-1] for s in times[:-1]]
 
 
+def arccos_alone(out) -> None:
+    """One block's worth (129,600 elements, 1 MiB) of ``acos(a * b / 2) * b``: ATen's four
+    operations against the one loop Inductor compiles, and a multiplication pass."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(129600, dtype=torch.float64, generator=g) for _ in range(2))
+    c = torch.empty_like(a)
+
+    def chain(a, b):
+        return torch.acos(a * b * 0.5) * b
+
+    def aten_acos():
+        torch.acos(a, out=c)
+
+    def aten_mul():
+        torch.mul(a, b, out=c)
+
+    compiled = torch.compile(chain, dynamic=False)
+    with torch.no_grad():
+        for name, fn, args in (("eager ops", chain, (a, b)), ("compiled loop", compiled, (a, b)),
+                               ("ATen acos alone", aten_acos, ()),
+                               ("multiplication pass", aten_mul, ())):
+            for _ in range(10):
+                fn(*args)
+            t = time.perf_counter()
+            for _ in range(2000):
+                fn(*args)
+            out(f"# acos(a * b / 2) * b over 1 MiB, {name}: "
+                f"{(time.perf_counter() - t) / 2000 * 1e6:.1f} us")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
@@ -185,6 +217,8 @@ def main() -> None:
     ap.add_argument("--block-kib", default="1024,8192",
                     help="bytes of one pair array of a block, in KiB, for the fused runs")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--arccos-only", action="store_true",
+                    help="only time the arccos chain, eager against compiled")
     ap.add_argument("--log", default=str(ROOT / "benchmarks" / "logs" /
                                          f"bench_kernel_fusion_{datetime.date.today()}.log"))
     args = ap.parse_args()
@@ -200,6 +234,9 @@ def main() -> None:
     out(f"# machine: {machine()}; torch {torch.__version__}; {torch.get_num_threads()} "
         f"threads; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; load average "
         f"{os.getloadavg()[0]:.2f} at start")
+    if args.arccos_only:
+        arccos_alone(out)
+        return
     out(f"# cnn_gap ntk relu depth 2 filter 3, n = {args.n} inputs of (1, 40), float64")
     out(f"{'padding':8} {'variant':7} {'block KiB':>9} {'compile s':>9} {'seconds':>8} "
         f"{'passes':>6} {'rel':>8}  stage passes (moments, filter, readout)")
