@@ -20,7 +20,8 @@ elementwise pass ``torch.mul(a, b, out=c)`` over the same elements in the same b
 (``bench_kernels.roofline``); ``stage passes`` one full block's moments, filter and readout
 moments, each in passes of that block. ``--arccos-only`` times ``acos(a * b / 2) * b`` over
 one 1 MiB block: ATen's operations, Inductor's one loop, ATen's arccos alone, one
-multiplication pass. Output goes to ``benchmarks/logs/
+multiplication pass; ``--profile-eager`` prints torch.profiler's table of the eager kernel
+of ``--n`` inputs by operation. Output goes to ``benchmarks/logs/
 bench_kernel_fusion_<date>.log`` too.
 """
 
@@ -210,6 +211,19 @@ def arccos_alone(out) -> None:
                 f"{(time.perf_counter() - t) / 2000 * 1e6:.1f} us")
 
 
+def profile_eager(out, n: int) -> None:
+    """torch.profiler's table of the eager headline kernel (circular) by operation."""
+    from torch.profiler import profile
+
+    arch = make("cnn_gap", "circular", "relu")
+    x = torch.randn(n, 1, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kernels.kernel(arch, x, None, "ntk")
+    with profile() as prof:
+        kernels.kernel(arch, x, None, "ntk")
+    out(f"# profile of the eager cnn_gap circular relu ntk Gram matrix, n = {n}")
+    out(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
@@ -219,6 +233,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--arccos-only", action="store_true",
                     help="only time the arccos chain, eager against compiled")
+    ap.add_argument("--profile-eager", action="store_true",
+                    help="only profile the eager kernel (n inputs) by operation")
     ap.add_argument("--log", default=str(ROOT / "benchmarks" / "logs" /
                                          f"bench_kernel_fusion_{datetime.date.today()}.log"))
     args = ap.parse_args()
@@ -236,6 +252,9 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f} at start")
     if args.arccos_only:
         arccos_alone(out)
+        return
+    if args.profile_eager:
+        profile_eager(out, args.n)
         return
     out(f"# cnn_gap ntk relu depth 2 filter 3, n = {args.n} inputs of (1, 40), float64")
     out(f"{'padding':8} {'variant':7} {'block KiB':>9} {'compile s':>9} {'seconds':>8} "
