@@ -140,12 +140,13 @@ def train(members: Sequence[Member], ctx: RunContext,
     """Train every member; predictions in the order of ``members``. A progress callback
     (``WORK_PROGRESS``) hears the network training steps of all of them together."""
     out: list[Predictions | None] = [None] * len(members)
-    groups = [[members[i] for i in idx] for idx in group_members(members)]
+    indices = group_members(members)
+    groups = [[members[i] for i in idx] for idx in indices]
     report = WORK_PROGRESS.get()
     fused = sum(m.steps for g in groups if type(g[0].algo)._unfused_reason() is None
                 for m in g)  # the networks trained one at a time do not report their steps
     with reporting_to(None if report is None else Cumulative(report, fused)):
-        for idx, group in zip(group_members(members), groups, strict=True):
+        for idx, group in zip(indices, groups, strict=True):
             for i, pred in zip(idx, _train_fused_or_not(group, ctx, max_chunk), strict=True):
                 out[i] = pred
     return out  # type: ignore[return-value]

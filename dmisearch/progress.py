@@ -6,9 +6,8 @@ batch can take minutes before any trial finishes. After each stage :class:`Stage
 says which trials, which stage and sizes are done, the time since the run started, the
 study's trials done / pruned / failed, and an estimate of the time left: the seconds per
 trial finished since the run's first stage line, times the trials the budget leaves (from
-the first stage line, so that the set-up before it, such as a prior's predictions, and the
-one-time work of its first stage, such as kernels computed once and cached, do not count as
-the cost of every trial). In a terminal it goes into
+that line, so that the first stage's one-time work, such as kernels computed once and then
+cached, does not count as the cost of every trial). In a terminal it goes into
 the progress bar's postfix; otherwise it is printed as a plain line (``note``).
 
 Long computations inside a trial report ``(done, total[, what])`` to the callback of
@@ -100,8 +99,8 @@ class StageProgress:
         self.bar, self.note = bar, note
         self.start = time.monotonic()
         #: (time, trials done) at the run's first stage line: the time left is measured
-        #: from there, not from the start, whose set-up (a prior's predictions) and whose
-        #: first stage (kernels computed once, then cached) later trials do not repeat
+        #: from there, not from the start, whose first stage's one-time work (kernels
+        #: computed once, then cached) later trials do not repeat
         self.ref: tuple[float, int] | None = None
 
     def counts(self) -> tuple[int, int, int]:

@@ -185,11 +185,11 @@ def test_chunks_of_a_batch_count_as_one_computation():
     assert {t for _, t, _ in seen} == {200}
 
 
-def test_time_left_leaves_out_the_set_up_and_the_first_stage(monkeypatch):
-    """The MNIST-1D paper study's timeline: 14 minutes of the prior's predictions, then a
-    first batch of 4 trials whose kernels (computed once, then cached) took 18 minutes, then
-    batches of minutes. The time left is the rate since the first stage line, not since the
-    start (which said "~1 h 18 min left" with 8 minutes to go)."""
+def test_time_left_leaves_out_the_first_stage(monkeypatch):
+    """The MNIST-1D paper study's timeline: a first batch of 4 trials that took 18 minutes,
+    most of them its kernels (computed once, then cached), then batches of minutes. The time
+    left is the rate since the first stage line, not since the start (which said "~1 h 18 min
+    left" with 8 minutes to go)."""
     from dmisearch import progress
 
     now = [0.0]
