@@ -7,9 +7,11 @@ so its rank: a ridge at the lower bound may want a smaller one, a learning rate 
 a larger one. ``dmisearch run`` says so under its board, with the study-file line that
 widens the range; :func:`board_edges` gives them for any leaderboard.
 
-Only numeric ranges count (choices have no beyond), and only ranges with more than one
-value. What is "the range" is what the trial was asked from (its Optuna distribution), so
-a range the study file narrowed or widened is judged as it was searched.
+Only numeric ranges count (choices have no beyond), and of integers only ranges of at
+least :data:`MIN_INT_VALUES` values: in a short one such as a depth of 1 or 2 every value is
+at an end, and saying so says nothing. What is "the range" is what the trial was asked
+from (its Optuna distribution), so a range the study file narrowed or widened is judged as
+it was searched.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from optuna.distributions import FloatDistribution, IntDistribution
 #: is at that end. Exact ends are what corner trials and priors propose; near ones what a
 #: sampler pushing against a bound proposes.
 EDGE_SHARE = 0.01
+#: Integer ranges of fewer values are never at an edge (see the module docstring).
+MIN_INT_VALUES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Edge:
     def widened(self) -> tuple[float, float]:
         """A suggestion of the range one step further at this end: ten times on a log
         scale (twice for integers), the range's width again on a linear one (not across
-        zero from a non-negative range)."""
+        zero from a non-negative range, nor to zero from a positive integer one)."""
         ints = isinstance(self.value, int)
         factor = 2 if ints else 10
         if self.log:
@@ -65,7 +69,8 @@ class Edge:
         if self.end == "high":
             return self.low, self.high + width
         low = self.low - width
-        return (max(low, 0) if self.low >= 0 else low), self.high
+        floor = 1 if ints and self.low >= 1 else 0  # not across zero (counts: not to zero)
+        return (max(low, floor) if self.low >= 0 else low), self.high
 
     def advice(self) -> str:
         section, key = self.section_and_key()
@@ -95,11 +100,12 @@ def trial_edges(trial: optuna.trial.FrozenTrial, model: str, algorithm: str) -> 
     for name, dist in trial.distributions.items():
         if not isinstance(dist, FloatDistribution | IntDistribution) or name not in trial.params:
             continue
-        if dist.high <= dist.low:
+        ints = isinstance(dist, IntDistribution)
+        if dist.high <= dist.low or (
+                ints and (dist.high - dist.low) // dist.step + 1 < MIN_INT_VALUES):
             continue
         value = trial.params[name]
         pos = _position(value, dist.low, dist.high, dist.log)
-        ints = isinstance(dist, IntDistribution)
         at_edge = value in (dist.low, dist.high) if ints else (
             pos <= EDGE_SHARE or pos >= 1 - EDGE_SHARE)
         if at_edge:

@@ -15,9 +15,9 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from test_cli import cli
 
 from dmisearch import edges
+from dmisearch.cli import main
 
 RIDGE = FloatDistribution(1e-6, 0.1, log=True)
 
@@ -43,18 +43,23 @@ def test_a_value_at_or_within_one_percent_of_an_end_is_at_the_edge(value, end):
 
 def test_linear_and_integer_ranges_and_what_never_counts():
     dists = {"algorithm.sgd.momentum": FloatDistribution(0.0, 0.9),
-             "model.fcn.depth": IntDistribution(1, 4),
+             "model.fcn.depth": IntDistribution(1, 5),
              "model.fcn.width": IntDistribution(16, 16),  # one value: no beyond to search
+             "model.cnn_vec.depth": IntDistribution(1, 4),  # 4 values: every one at an end
              "algorithm.sgd.nesterov": CategoricalDistribution([True, False]),
              "pair": CategoricalDistribution(["fcn/sgd"])}
-    params = {"algorithm.sgd.momentum": 0.895, "model.fcn.depth": 4, "model.fcn.width": 16,
+    params = {"algorithm.sgd.momentum": 0.895, "model.fcn.depth": 1, "model.fcn.width": 16,
+              "model.cnn_vec.depth": 4,
               "algorithm.sgd.nesterov": True, "pair": "fcn/sgd"}
     found = {e.param: e for e in edges.trial_edges(frozen(params, dists), "fcn", "sgd")}
     assert set(found) == {"algorithm.sgd.momentum", "model.fcn.depth"}
     assert found["algorithm.sgd.momentum"].end == "high"
     assert found["algorithm.sgd.momentum"].widened() == pytest.approx((0.0, 1.8))
-    assert found["model.fcn.depth"].widened() == (1, 7)
-    params["model.fcn.depth"] = 3  # an integer strictly inside is not at the edge
+    assert found["model.fcn.depth"].widened() == (1, 5)  # not down to 0 networks' layers
+    params["model.fcn.depth"] = 5
+    assert {e.param: e for e in edges.trial_edges(frozen(params, dists), "fcn", "sgd")}[
+        "model.fcn.depth"].widened() == (1, 9)
+    params["model.fcn.depth"] = 4  # an integer strictly inside is not at the edge
     found = edges.trial_edges(frozen(params, dists), "fcn", "sgd")
     assert [e.param for e in found] == ["algorithm.sgd.momentum"]
 
@@ -70,38 +75,48 @@ def test_the_advice_names_the_study_file_line_that_widens_the_range():
         "[search.space.algorithm.ntk] ridge = { low = 1e-07, high = 0.1, log = true }")
 
 
-def test_run_says_which_best_configurations_sit_at_an_edge(tmp_path, tiny_doc):
-    """Through the command users type: sgd's steps searched in {4, 5} are always at an end;
-    the board says so for each triplet's best trial, and --json carries the same."""
-    tiny_doc["search"]["space"]["algorithm"]["sgd"]["steps"] = {"low": 4, "high": 5}
+def test_run_says_which_best_configurations_sit_at_an_edge(tmp_path, tiny_doc, monkeypatch,
+                                                          capsys):
+    """Through the command users type (in this process, with every value of a range counted
+    as at an edge, EDGE_SHARE = 0.5): the board lists each triplet's best trial with the
+    line that widens its learning rate's range, and --json carries the same."""
+    monkeypatch.setattr(edges, "EDGE_SHARE", 0.5)
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1,
+                                                             "log": True}
     tiny_doc["search"]["n_trials"] = 2
     study = tmp_path / "tiny.toml"
     study.write_text(dump_toml(tiny_doc))
     storage = f"journal:{tmp_path / 'j.log'}"
-    res = cli("run", str(study), "--storage", storage)
-    assert res.returncode == 0, res.stderr
-    text = res.stdout.split("At the edge of the search range:\n", 1)[1]
+    assert main(["run", str(study), "--storage", storage, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    text = out.split("At the edge of the search range:\n", 1)[1]
     lines = [line for line in text.splitlines() if line.startswith("  ")]
-    assert lines and all("steps = " in line and "[search.space.algorithm.sgd] steps = "
-                         in line for line in lines), res.stdout
-    res = cli("run", str(study), "--storage", storage, "--json")
-    out = json.loads(res.stdout)
-    assert len(out["edges"]) == len(lines)
-    assert {e["param"] for e in out["edges"]} == {"algorithm.sgd.steps"}
-    assert {e["trial"] for e in out["edges"]} <= {r["trial"] for r in out["leaderboard"]}
+    assert all("[search.space.algorithm.sgd] lr = " in line and "log = true }" in line
+               for line in lines), out
+    assert main(["run", str(study), "--storage", storage, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [e["advice"] for e in record["edges"]] == [line.strip() for line in lines]
+    best = [r["trial"] for r in record["leaderboard"] if r["trial"] is not None]
+    assert lines and [e["trial"] for e in record["edges"]] == best  # one per triplet
+    monkeypatch.setattr(edges, "EDGE_SHARE", 0.0)  # none: the board says nothing of edges
+    assert main(["run", str(study), "--storage", storage]) == 0
+    assert "At the edge" not in capsys.readouterr().out
 
 
-def test_the_report_lists_them_under_its_leaderboard(tmp_path, tiny_doc, test_registry):
+def test_the_report_lists_them_under_its_leaderboard(tmp_path, tiny_doc, test_registry,
+                                                     monkeypatch):
     from dmisearch.analysis import Results
     from dmisearch.report import write_report
     from dmisearch.runner import run_study
     from dmisearch.study_file import build_spec
 
-    tiny_doc["search"]["space"]["algorithm"]["sgd"]["steps"] = {"low": 4, "high": 5}
+    monkeypatch.setattr(edges, "EDGE_SHARE", 0.5)  # every value at an edge
+    tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1,
+                                                             "log": True}
     tiny_doc["search"]["n_trials"] = 2
     study = run_study(build_spec(tiny_doc, test_registry, storage="memory"))
     page = write_report(Results([study]), tmp_path / "rep").read_text()
     board = page[page.index('<h2 id="leaderboard">'):page.index('<h2 id="figures">')]
     items = re.findall(r"<li>(.*?)</li>", board.split('<div id="edges">')[1])
-    assert items and all("[search.space.algorithm.sgd] steps = " in html.unescape(i)
+    assert items and all("[search.space.algorithm.sgd] lr = " in html.unescape(i)
                          for i in items), items
