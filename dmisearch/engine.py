@@ -29,8 +29,8 @@ kernel launches. The engine instead trains K jobs as one program:
 **Jobs of different sizes** train together when they share the number of steps and the
 batch size (``steps`` mode, sizes at least the batch size): jobs are *grouped* by
 ``(architecture and its hyperparameters, algorithm class and its shared hyperparameters,
-steps, batch)``, and each group is one program. Nothing is padded or masked, so every job's
-arithmetic is that of the reference loop.
+steps, batch)`` (``dmisearch.fusing``), and each group is one program. Nothing is padded or
+masked, so every job's arithmetic is that of the reference loop.
 
 **Memory**: a group is split into chunks that fit the device (on CUDA, sized from a
 one-job probe of peak memory; on the CPU, so that a chunk's saved activations stay near
@@ -57,12 +57,13 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from dmisearch.components import Architecture, Job, Predictions, RunContext
+from dmisearch.components import Predictions, RunContext
+from dmisearch.fusing import Member, group_members  # re-exported: engine.Member
 from dmisearch.loop import (
     DEADLINE_EVERY,
     EVAL_CHUNK,
@@ -74,11 +75,8 @@ from dmisearch.loop import (
     train_one,
 )
 from dmisearch.optim import is_dense
-from dmisearch.progress import WORK_PROGRESS, Cumulative, reporting_to
+from dmisearch.progress import WORK_PROGRESS, cumulative
 from dmisearch.step_graph import GRAPH_MIN_REPLAYS, GRAPH_WARMUP, StepGraph
-
-if TYPE_CHECKING:  # the algorithms' module imports this one to train them
-    from dmisearch.training import MinibatchAlgorithm
 
 #: Fraction of free CUDA memory a chunk may plan to use.
 MEMORY_FRACTION = 0.7
@@ -91,61 +89,20 @@ CPU_MAX_CHUNK = 256
 STAGE_BYTES = 32 * 2**20
 
 
-@dataclasses.dataclass(frozen=True)
-class Member:
-    """One job of a fused program, with the model and algorithm of its trial."""
-
-    model: Architecture
-    algo: MinibatchAlgorithm
-    job: Job
-
-    @property
-    def steps(self) -> int:
-        return self.algo.n_steps(self.job.size)
-
-    @property
-    def batch(self) -> int:
-        return min(self.algo.batch_size, self.job.size)
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
-
-
-def fuse_key(m: Member) -> tuple:
-    """Jobs with equal keys can train in one program (see the module docstring)."""
-    shared = {k: v for k, v in m.algo.get_params().items() if k not in m.algo.per_job}
-    return (type(m.model), _freeze(m.model.get_params()), type(m.algo), _freeze(shared),
-            m.steps, m.batch)
-
-
-def group_members(members: Sequence[Member]) -> list[list[int]]:
-    """Indices of ``members`` grouped by :func:`fuse_key`, in first-seen order."""
-    groups: dict[tuple, list[int]] = {}
-    for i, m in enumerate(members):
-        groups.setdefault(fuse_key(m), []).append(i)
-    return list(groups.values())
-
-
 #: Algorithm classes already warned about training one model at a time.
 _UNFUSED_WARNED: set[type] = set()
 
 
 def train(members: Sequence[Member], ctx: RunContext,
           max_chunk: int | None = None) -> list[Predictions]:
-    """Train every member; predictions in the order of ``members``. A progress callback
-    (``WORK_PROGRESS``) hears the network training steps of all of them together."""
+    """Train every member; predictions in the order of ``members``. The run's progress
+    hears the network training steps of all of them together."""
     out: list[Predictions | None] = [None] * len(members)
     indices = group_members(members)
     groups = [[members[i] for i in idx] for idx in indices]
-    report = WORK_PROGRESS.get()
     fused = sum(m.steps for g in groups if type(g[0].algo)._unfused_reason() is None
                 for m in g)  # the networks trained one at a time do not report their steps
-    with reporting_to(None if report is None else Cumulative(report, fused)):
+    with cumulative(fused):
         for idx, group in zip(indices, groups, strict=True):
             for i, pred in zip(idx, _train_fused_or_not(group, ctx, max_chunk), strict=True):
                 out[i] = pred

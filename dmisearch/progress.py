@@ -90,6 +90,15 @@ class Cumulative:
         self.report(min(self.base + done, self.total), self.total, what)
 
 
+@contextlib.contextmanager
+def cumulative(total: int) -> Iterator[None]:
+    """Within the block, consecutive computations report to the caller's callback (if one
+    is set) as one of ``total`` units (:class:`Cumulative`)."""
+    report = WORK_PROGRESS.get()
+    with reporting_to(None if report is None else Cumulative(report, total)):
+        yield
+
+
 class StageProgress:
     """The ``on_stage`` callback of a run's objective."""
 
