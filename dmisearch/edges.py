@@ -26,8 +26,8 @@ import pandas as pd
 from optuna.distributions import FloatDistribution, IntDistribution
 
 #: A value within this share of its range from an end (on the log scale for a log range)
-#: is at that end. Exact ends are what corner trials and priors propose; near ones what a
-#: sampler pushing against a bound proposes.
+#: is at that end: a sampler pushing against a bound proposes values near it, rarely on it
+#: (the MNIST-1D study's best ridge was 1.02e-6 in [1e-6, 0.1], 0.2% of the range from it).
 EDGE_SHARE = 0.01
 #: Integer ranges of fewer values are never at an edge (see the module docstring).
 MIN_INT_VALUES = 5
