@@ -15,6 +15,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from test_report import body_data, chromium, needs_chromium
 
 from dmisearch import edges
 from dmisearch.cli import main
@@ -103,20 +104,36 @@ def test_run_says_which_best_configurations_sit_at_an_edge(tmp_path, tiny_doc, m
     assert "At the edge" not in capsys.readouterr().out
 
 
-def test_the_report_lists_them_under_its_leaderboard(tmp_path, tiny_doc, test_registry,
-                                                     monkeypatch):
+@pytest.fixture
+def report_with_edges(tmp_path, tiny_doc, test_registry, monkeypatch):
+    """A report whose leaderboard lists edges (every value counted as at one)."""
     from dmisearch.analysis import Results
     from dmisearch.report import write_report
     from dmisearch.runner import run_study
     from dmisearch.study_file import build_spec
 
-    monkeypatch.setattr(edges, "EDGE_SHARE", 0.5)  # every value at an edge
+    monkeypatch.setattr(edges, "EDGE_SHARE", 0.5)
     tiny_doc["search"]["space"]["algorithm"]["sgd"]["lr"] = {"low": 0.01, "high": 0.1,
                                                              "log": True}
     tiny_doc["search"]["n_trials"] = 2
     study = run_study(build_spec(tiny_doc, test_registry, storage="memory"))
-    page = write_report(Results([study]), tmp_path / "rep").read_text()
+    return write_report(Results([study]), tmp_path / "rep")
+
+
+def test_the_report_lists_them_under_its_leaderboard(report_with_edges):
+    page = report_with_edges.read_text()
     board = page[page.index('<h2 id="leaderboard">'):page.index('<h2 id="figures">')]
     items = re.findall(r"<li>(.*?)</li>", board.split('<div id="edges">')[1])
     assert items and all("[search.space.algorithm.sgd] lr = " in html.unescape(i)
                          for i in items), items
+
+
+@needs_chromium
+def test_the_edges_fit_an_800_px_window(report_with_edges, tmp_path):
+    """In a real browser the page with its edges list still fits 800 px: no sideways
+    scrolling from the long advice lines."""
+    shown = chromium(report_with_edges.as_uri(), tmp_path, 800, "--dump-dom")
+    got = body_data(shown.stdout)
+    assert got["errors"] == "0", got
+    assert int(got["scroll-width"]) <= int(got["inner-width"]) == 800, got
+    assert 'id="edges"' in shown.stdout
