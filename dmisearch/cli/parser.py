@@ -81,7 +81,8 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         "run", parents=[common], help="run (or resume) the study described by a study file",
         description="Run the Optuna study described by STUDY (a TOML study file), resuming it "
                     "if it already exists in the storage, then print the leaderboard of "
-                    "triplets. Options override the file.",
+                    "triplets, with the best configurations at the edge of their search "
+                    "range and the failures under it. Options override the file.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("study", metavar="STUDY.toml", help="study file (see docs/study-files.md)")
@@ -96,8 +97,9 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=_nonneg_int, metavar="N", help="seed of the sampler")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--json", action="store_true",
-                     help="print the final board (every leaderboard column) and the failures "
-                          "by kind as one JSON object instead of the table")
+                     help="print the final board (every leaderboard column), the failures "
+                          "by kind and the best configurations at the edge of their search "
+                          "range as one JSON object instead of the table")
     run.add_argument("--dry-run", action="store_true",
                      help="check the study file, the plugins and the storage, say what "
                           "would run, and exit: nothing is trained and no study created")
